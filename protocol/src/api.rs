@@ -1,0 +1,164 @@
+//! Bodies of the control plane's HTTP API (`/v1/...`), shared by the server
+//! and its clients. Times are RFC 3339 strings in UTC.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{SandboxId, SessionId};
+use crate::messages::{ErrorCode, StreamMode};
+use crate::terminal::{ExitStatus, Signal, TermSize};
+
+/// The one error shape of the HTTP API: `{"error":{"code":"...","message":"..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// `POST /v1/sandboxes`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterSandbox {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Response to `POST /v1/sandboxes`: the only time the agentd token is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxRegistered {
+    pub sandbox: SandboxInfo,
+    /// The token agentd presents as `Authorization: Bearer`; stored hashed.
+    pub token: String,
+}
+
+/// Whether a sandbox's agentd holds its connection to the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxStatus {
+    Connected,
+    Disconnected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    pub id: SandboxId,
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub status: SandboxStatus,
+    pub created_at: String,
+    /// When agentd last sent anything; absent if it never connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<String>,
+    /// The `peer` agentd announced in its last hello, e.g. `agentd/0.1.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+}
+
+/// `GET /v1/sandboxes`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxList {
+    pub sandboxes: Vec<SandboxInfo>,
+}
+
+/// `POST /v1/sandboxes/{id}/sessions`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenSessionRequest {
+    /// The program; the sandbox's default shell when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Initial PTY size; 80×24 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<TermSize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// The control plane asked agentd to start it and awaits the answer.
+    Starting,
+    Running,
+    Exited,
+    /// The sandbox disconnected and the session's fate is not known yet.
+    Lost,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub id: SessionId,
+    pub sandbox_id: SandboxId,
+    /// The program as asked for; `None` for the sandbox's default shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    pub state: SessionState,
+    pub size: TermSize,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitStatus>,
+    /// Bytes of output so far: the offset the next output byte will have.
+    pub end_offset: u64,
+    /// Who drives the session, if anyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// How many clients watch or drive it now.
+    #[serde(default)]
+    pub viewers: u32,
+}
+
+/// `GET /v1/sandboxes/{id}/sessions`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionList {
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// `POST /v1/sandboxes/{id}/sessions/{session}/signal`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalRequest {
+    pub signal: Signal,
+}
+
+/// `POST /v1/sandboxes/{id}/sessions/{session}/resize`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResizeRequest {
+    pub size: TermSize,
+}
+
+/// Query of `GET /v1/sandboxes/{id}/sessions/{session}/stream`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamQuery {
+    #[serde(default = "default_mode")]
+    pub mode: StreamMode,
+    /// With `mode=attach`: take over from the current driver, who becomes a watcher.
+    #[serde(default)]
+    pub take: bool,
+    /// Replay output from this offset; live output only when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u64>,
+}
+
+fn default_mode() -> StreamMode {
+    StreamMode::Watch
+}
+
+/// `GET /healthz`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}

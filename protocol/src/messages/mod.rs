@@ -1,0 +1,381 @@
+//! Control messages: JSON text frames, one tagged enum per direction.
+//!
+//! Every enum is `#[serde(tag = "type", rename_all = "snake_case")]`, so a
+//! message reads `{"type":"open_session",...}`. New fields are added with
+//! `#[serde(default)]`; a changed meaning is a new variant, never a silent
+//! reinterpretation of an old one. Each enum has `decode`, which enforces the
+//! frame size limit and every string limit, and `encode`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::SessionInfo;
+use crate::error::{check_len, check_str, check_strs, DecodeError};
+use crate::ids::{RequestId, SandboxId, SessionId};
+use crate::limits::*;
+use crate::terminal::{ExitStatus, Signal, TermSize};
+
+/// The first message on every connection, from the dialling peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version the peer speaks.
+    pub protocol_version: u32,
+    /// The peer's software and version, e.g. `agentd/0.1.0`.
+    pub peer: String,
+    /// Optional features the peer offers, e.g. `pty`.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+impl Hello {
+    fn validate(&self) -> Result<(), DecodeError> {
+        check_str("peer", &self.peer, MAX_NAME_LEN)?;
+        check_strs(
+            "capabilities",
+            self.capabilities.iter(),
+            MAX_CAPABILITIES,
+            MAX_NAME_LEN,
+        )
+    }
+}
+
+/// A session agentd still runs, reported in its hello after a (re)connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveSession {
+    pub session_id: SessionId,
+    /// The offset the session's next output byte will have.
+    pub next_offset: u64,
+    /// The lowest offset agentd can still replay from.
+    pub retained_from: u64,
+    pub size: TermSize,
+}
+
+/// Messages agentd sends to the control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentToControl {
+    /// First message on a connection: versions, capabilities, sessions still running.
+    Hello {
+        #[serde(flatten)]
+        hello: Hello,
+        #[serde(default)]
+        sessions: Vec<LiveSession>,
+    },
+    /// A session was opened as requested; its output follows as binary frames.
+    SessionOpened {
+        request_id: RequestId,
+        session_id: SessionId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+    },
+    /// A session's process ended; `end_offset` is the length of its output stream.
+    SessionExited {
+        session_id: SessionId,
+        status: ExitStatus,
+        end_offset: u64,
+    },
+    /// Output in `[from, to)` was lost and will never be sent.
+    Gap {
+        session_id: SessionId,
+        from: u64,
+        to: u64,
+        reason: String,
+    },
+    /// A request without a more specific reply succeeded.
+    RequestDone { request_id: RequestId },
+    /// A request failed; `message` says why, for a person.
+    RequestFailed {
+        request_id: RequestId,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Messages the control plane sends to agentd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlToAgent {
+    /// Accepts agentd's hello.
+    Welcome {
+        #[serde(flatten)]
+        hello: Hello,
+        sandbox_id: SandboxId,
+        /// How often agentd pings; the control plane drops a link silent for three intervals.
+        heartbeat_ms: u64,
+        /// Per live session, the offset from which the control plane needs output again.
+        #[serde(default)]
+        resume: Vec<ResumeFrom>,
+    },
+    /// Start a process in a new PTY.
+    OpenSession {
+        request_id: RequestId,
+        session_id: SessionId,
+        /// The program; agentd's default shell when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command: Option<String>,
+        #[serde(default)]
+        args: Vec<String>,
+        /// Working directory, relative to agentd's workdir or absolute.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cwd: Option<String>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        size: TermSize,
+    },
+    /// Change a session's PTY size.
+    ResizeSession {
+        request_id: RequestId,
+        session_id: SessionId,
+        size: TermSize,
+    },
+    /// Send a signal to a session's process group.
+    SignalSession {
+        request_id: RequestId,
+        session_id: SessionId,
+        signal: Signal,
+    },
+    /// End a session: hang up its process (then kill it) and free its PTY.
+    CloseSession {
+        request_id: RequestId,
+        session_id: SessionId,
+    },
+    /// Forget a session agentd reported in its hello that the control plane does not know.
+    DropSession { session_id: SessionId },
+}
+
+/// Where the control plane wants a live session's output replayed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeFrom {
+    pub session_id: SessionId,
+    pub offset: u64,
+}
+
+/// Messages a client (CLI, console) sends on a session stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientToControl {
+    /// First message on a stream.
+    Hello {
+        #[serde(flatten)]
+        hello: Hello,
+    },
+    /// The driver's terminal changed size; the PTY follows. Ignored from watchers.
+    Resize { size: TermSize },
+}
+
+/// Whether a client only watches a session or drives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamMode {
+    /// Read-only; any number of watchers.
+    Watch,
+    /// May type and resize; one driver at a time.
+    Attach,
+}
+
+/// Messages the control plane sends to a client on a session stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlToClient {
+    /// Accepts the client's hello; output from offset `from` follows.
+    Welcome {
+        #[serde(flatten)]
+        hello: Hello,
+        session: SessionInfo,
+        mode: StreamMode,
+        from: u64,
+    },
+    /// This client's mode changed, e.g. a driver demoted to watcher by a take-over.
+    ModeChanged { mode: StreamMode, reason: String },
+    /// Who drives the session now; `None` when nobody does.
+    DriverChanged {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        driver: Option<String>,
+    },
+    /// The session's PTY size changed.
+    Resized { size: TermSize },
+    /// Output in `[from, to)` was lost and will never be delivered.
+    Gap { from: u64, to: u64, reason: String },
+    /// The session ended; every output byte up to `end_offset` was sent before this.
+    Exited { status: ExitStatus, end_offset: u64 },
+    /// A refusal or failure; the connection closes after it.
+    Error { code: ErrorCode, message: String },
+}
+
+/// Machine-readable error codes shared by the wire and the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    /// The sandbox is registered but its agentd is not connected.
+    SandboxDisconnected,
+    /// Attach refused: another client drives the session.
+    DriverExists,
+    /// The process could not be started.
+    SpawnFailed,
+    /// The session has already ended.
+    SessionEnded,
+    UnsupportedVersion,
+    Timeout,
+    Internal,
+    /// A code this build does not know, from a newer peer.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::SandboxDisconnected => "sandbox_disconnected",
+            ErrorCode::DriverExists => "driver_exists",
+            ErrorCode::SpawnFailed => "spawn_failed",
+            ErrorCode::SessionEnded => "session_ended",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+fn check_text_len(text: &str) -> Result<(), DecodeError> {
+    if text.len() > MAX_CONTROL_FRAME {
+        return Err(DecodeError::TooLarge {
+            len: text.len(),
+            limit: MAX_CONTROL_FRAME,
+        });
+    }
+    Ok(())
+}
+
+fn check_env(env: &BTreeMap<String, String>) -> Result<(), DecodeError> {
+    check_len("env", env.len(), MAX_ENV)?;
+    for (key, value) in env {
+        check_str("env", key, MAX_NAME_LEN)?;
+        check_str("env", value, MAX_STRING_LEN)?;
+        if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+            return Err(DecodeError::Invalid {
+                field: "env",
+                reason: "keys must be non-empty without '=' or NUL; values without NUL",
+            });
+        }
+    }
+    Ok(())
+}
+
+macro_rules! codec {
+    ($ty:ty) => {
+        impl $ty {
+            /// Decodes a text frame, enforcing the size limit and every field limit.
+            pub fn decode(text: &str) -> Result<Self, DecodeError> {
+                check_text_len(text)?;
+                let msg: Self = serde_json::from_str(text)?;
+                msg.validate()?;
+                Ok(msg)
+            }
+
+            /// Encodes the message as one JSON text frame.
+            pub fn encode(&self) -> String {
+                // Serializing these plain derived types cannot fail: every map key is a string.
+                serde_json::to_string(self).expect("wire messages always serialize")
+            }
+        }
+    };
+}
+
+codec!(AgentToControl);
+codec!(ControlToAgent);
+codec!(ClientToControl);
+codec!(ControlToClient);
+
+impl AgentToControl {
+    fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            AgentToControl::Hello { hello, sessions } => {
+                hello.validate()?;
+                check_len("sessions", sessions.len(), MAX_SESSIONS_PER_HELLO)?;
+                sessions.iter().try_for_each(|s| s.size.validate())
+            }
+            AgentToControl::Gap { reason, .. } => check_str("reason", reason, MAX_STRING_LEN),
+            AgentToControl::RequestFailed { message, .. } => {
+                check_str("message", message, MAX_STRING_LEN)
+            }
+            AgentToControl::SessionOpened { .. }
+            | AgentToControl::SessionExited { .. }
+            | AgentToControl::RequestDone { .. } => Ok(()),
+        }
+    }
+}
+
+impl ControlToAgent {
+    fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            ControlToAgent::Welcome { hello, resume, .. } => {
+                hello.validate()?;
+                check_len("resume", resume.len(), MAX_SESSIONS_PER_HELLO)
+            }
+            ControlToAgent::OpenSession {
+                command,
+                args,
+                cwd,
+                env,
+                size,
+                ..
+            } => {
+                if let Some(command) = command {
+                    check_str("command", command, MAX_STRING_LEN)?;
+                }
+                check_strs("args", args.iter(), MAX_ARGS, MAX_STRING_LEN)?;
+                if let Some(cwd) = cwd {
+                    check_str("cwd", cwd, MAX_STRING_LEN)?;
+                }
+                check_env(env)?;
+                size.validate()
+            }
+            ControlToAgent::ResizeSession { size, .. } => size.validate(),
+            ControlToAgent::SignalSession { .. }
+            | ControlToAgent::CloseSession { .. }
+            | ControlToAgent::DropSession { .. } => Ok(()),
+        }
+    }
+}
+
+impl ClientToControl {
+    fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            ClientToControl::Hello { hello } => hello.validate(),
+            ClientToControl::Resize { size } => size.validate(),
+        }
+    }
+}
+
+impl ControlToClient {
+    fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            ControlToClient::Welcome { hello, .. } => hello.validate(),
+            ControlToClient::ModeChanged { reason, .. } | ControlToClient::Gap { reason, .. } => {
+                check_str("reason", reason, MAX_STRING_LEN)
+            }
+            ControlToClient::DriverChanged { driver } => match driver {
+                Some(driver) => check_str("driver", driver, MAX_STRING_LEN),
+                None => Ok(()),
+            },
+            ControlToClient::Resized { size } => size.validate(),
+            ControlToClient::Error { message, .. } => check_str("message", message, MAX_STRING_LEN),
+            ControlToClient::Exited { .. } => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
