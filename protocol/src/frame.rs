@@ -127,9 +127,7 @@ mod tests {
         let bytes = frame.encode();
         assert_eq!(
             bytes,
-            [
-                1, 7, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x01, 0, 0, 0, 0, 0, 0, b'h', b'i'
-            ]
+            [1, 7, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x01, 0, 0, 0, 0, 0, 0, b'h', b'i']
         );
         assert_eq!(DataFrame::decode(&bytes).unwrap(), frame);
     }

@@ -160,7 +160,12 @@ mod tests {
     #[test]
     fn sizes_outside_bounds_are_refused() {
         assert!(TermSize { cols: 0, rows: 24 }.validate().is_err());
-        assert!(TermSize { cols: 80, rows: 1001 }.validate().is_err());
+        assert!(TermSize {
+            cols: 80,
+            rows: 1001
+        }
+        .validate()
+        .is_err());
         assert!(TermSize::DEFAULT.validate().is_ok());
     }
 }

@@ -182,7 +182,7 @@ pub enum ControlToClient {
     Welcome {
         #[serde(flatten)]
         hello: Hello,
-        session: SessionInfo,
+        session: Box<SessionInfo>,
         mode: StreamMode,
         from: u64,
     },

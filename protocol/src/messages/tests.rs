@@ -124,7 +124,10 @@ fn control_to_agent_golden() {
         ControlToAgent::ResizeSession {
             request_id: RequestId(2),
             session_id: SessionId(4),
-            size: TermSize { cols: 100, rows: 30 },
+            size: TermSize {
+                cols: 100,
+                rows: 30,
+            },
         },
         r#"{"type":"resize_session","request_id":2,"session_id":4,"size":{"cols":100,"rows":30}}"#,
     );
@@ -186,7 +189,7 @@ fn control_to_client_golden() {
     golden_to_client(
         ControlToClient::Welcome {
             hello: hello("control-plane/0.1.0"),
-            session,
+            session: Box::new(session),
             mode: StreamMode::Watch,
             from: 0,
         },
@@ -284,8 +287,7 @@ fn malformed_and_oversized_messages_are_refused() {
             ..
         })
     ));
-    let bad_env =
-        r#"{"type":"open_session","request_id":1,"session_id":1,"env":{"A=B":"c"},"size":{"cols":80,"rows":24}}"#;
+    let bad_env = r#"{"type":"open_session","request_id":1,"session_id":1,"env":{"A=B":"c"},"size":{"cols":80,"rows":24}}"#;
     assert!(matches!(
         ControlToAgent::decode(bad_env),
         Err(DecodeError::Invalid { field: "env", .. })

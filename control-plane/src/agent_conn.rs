@@ -1,0 +1,370 @@
+//! One agentd connection: authenticate, handshake, reconcile sessions, then a
+//! reader task (this one) and a writer task, torn down together.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use paddock_protocol::api::SessionState;
+use paddock_protocol::{
+    is_supported, unsupported_version_reason, AgentToControl, ControlToAgent, DataFrame, FrameKind,
+    Hello, LiveSession, ResumeFrom, CLOSE_MALFORMED, CLOSE_REPLACED, CLOSE_UNSUPPORTED_VERSION,
+    FRAME_HEADER_LEN, MAX_CONTROL_FRAME, MAX_DATA_PAYLOAD, PROTOCOL_VERSION,
+};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::error::ApiError;
+use crate::fanout::{Ending, SessionLog};
+use crate::hub::{AgentLink, AgentReply, HubError, Outgoing};
+use crate::store::SandboxRow;
+use crate::{clock, AppState};
+
+/// How long a fresh connection may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Outgoing messages queued for one agent; senders wait when it is full.
+const OUTGOING_QUEUE: usize = 256;
+
+/// `GET /v1/agent/connect`: the sandbox token is checked before the upgrade.
+pub async fn connect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    let sandbox = match state.store.authenticate_sandbox(token).await {
+        Ok(Some(sandbox)) => sandbox,
+        Ok(None) => {
+            return ApiError::unauthorized(
+                "invalid sandbox token: start agentd with the token `paddock sandboxes register` printed",
+            )
+            .into_response()
+        }
+        Err(err) => return ApiError::from(err).into_response(),
+    };
+    let span = tracing::info_span!("agent", sandbox.id = %sandbox.id, sandbox.name = %sandbox.name);
+    ws.max_message_size(MAX_CONTROL_FRAME + FRAME_HEADER_LEN + MAX_DATA_PAYLOAD)
+        .max_frame_size(MAX_CONTROL_FRAME + FRAME_HEADER_LEN + MAX_DATA_PAYLOAD)
+        .on_upgrade(move |socket| run(state, sandbox, socket).instrument(span))
+}
+
+async fn close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: truncate(reason, 120).into(),
+    };
+    let _ = sink.send(Message::Close(Some(frame))).await;
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary (close reasons are limited).
+pub fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+async fn run(state: AppState, sandbox: SandboxRow, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+
+    // Handshake: the first frame must be a hello in a version we speak.
+    let first = tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await;
+    let (hello, live) = match first {
+        Ok(Some(Ok(Message::Text(text)))) => match AgentToControl::decode(&text) {
+            Ok(AgentToControl::Hello { hello, sessions }) => (hello, sessions),
+            Ok(_) => {
+                close(
+                    &mut sink,
+                    CLOSE_MALFORMED,
+                    "expected hello as the first message",
+                )
+                .await;
+                return;
+            }
+            Err(err) => {
+                close(&mut sink, CLOSE_MALFORMED, &err.to_string()).await;
+                return;
+            }
+        },
+        _ => {
+            close(
+                &mut sink,
+                CLOSE_MALFORMED,
+                "expected hello as the first message",
+            )
+            .await;
+            return;
+        }
+    };
+    if !is_supported(hello.protocol_version) {
+        info!(version = hello.protocol_version, peer = %hello.peer, "refused agent protocol version");
+        close(
+            &mut sink,
+            CLOSE_UNSUPPORTED_VERSION,
+            &unsupported_version_reason(hello.protocol_version),
+        )
+        .await;
+        return;
+    }
+
+    let resume = match reconcile(&state, &sandbox, &live).await {
+        Ok(resume) => resume,
+        Err(err) => {
+            warn!(error = %err, "could not reconcile the agent's sessions");
+            close(&mut sink, 1011, "internal error").await;
+            return;
+        }
+    };
+
+    let conn_id = state.hub.next_id();
+    let (tx_out, rx_out) = mpsc::channel(OUTGOING_QUEUE);
+    let link = AgentLink::new(conn_id, tx_out.clone());
+    if let Some(old) = state.hub.register(sandbox.id.clone(), link.clone()) {
+        info!("a newer connection replaces the sandbox's previous one");
+        let _ = old.tx_out.try_send(Outgoing::Close(
+            CLOSE_REPLACED,
+            "replaced by a newer connection".into(),
+        ));
+    }
+    let now = clock::now_rfc3339();
+    if let Err(err) = state
+        .store
+        .touch_sandbox(&sandbox.id, &now, Some(&hello.peer))
+        .await
+    {
+        warn!(error = %err, "could not record the agent's connection");
+    }
+
+    let welcome = ControlToAgent::Welcome {
+        hello: Hello {
+            protocol_version: PROTOCOL_VERSION,
+            peer: format!("control-plane/{}", env!("CARGO_PKG_VERSION")),
+            capabilities: vec!["pty".into()],
+        },
+        sandbox_id: sandbox.id.clone(),
+        heartbeat_ms: state.config.heartbeat_ms,
+        resume,
+    };
+    for dropped in live
+        .iter()
+        .filter(|l| state.hub.log(l.session_id).is_none())
+    {
+        let drop = ControlToAgent::DropSession {
+            session_id: dropped.session_id,
+        };
+        let _ = tx_out.send(Outgoing::Text(drop.encode())).await;
+    }
+    if sink
+        .send(Message::Text(welcome.encode().into()))
+        .await
+        .is_err()
+    {
+        state.hub.unregister(&sandbox.id, conn_id);
+        return;
+    }
+    info!(peer = %hello.peer, sessions = live.len(), "agent connected");
+
+    let writer = state.tracker.spawn(write_loop(sink, rx_out));
+    let reason = read_loop(&state, &sandbox, &link, &mut stream).await;
+    match &reason {
+        Ok(()) => info!("agent disconnected"),
+        Err(reason) => {
+            warn!(reason = %reason, "agent connection closed");
+            let _ = tx_out.try_send(Outgoing::Close(CLOSE_MALFORMED, reason.clone()));
+        }
+    }
+    drop(tx_out);
+
+    state.hub.unregister(&sandbox.id, conn_id);
+    // Every request still waiting on this connection fails now.
+    link.pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+    let last_seen = clock::rfc3339(link.last_seen());
+    if let Err(err) = state
+        .store
+        .touch_sandbox(&sandbox.id, &last_seen, None)
+        .await
+    {
+        warn!(error = %err, "could not record the agent's last-seen time");
+    }
+    drop(link);
+    // The writer ends once every sender is gone or the close is sent.
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+/// Matches the sessions agentd still has against the ones the database
+/// expects: returns where to resume each live one; marks the rest lost.
+async fn reconcile(
+    state: &AppState,
+    sandbox: &SandboxRow,
+    live: &[LiveSession],
+) -> Result<Vec<ResumeFrom>, crate::store::StoreError> {
+    let live: HashMap<_, _> = live.iter().map(|l| (l.session_id, l)).collect();
+    let mut resume = Vec::new();
+    for row in state.store.unfinished_sessions(&sandbox.id).await? {
+        match live.get(&row.id) {
+            Some(l) => {
+                let log = state
+                    .hub
+                    .log_or_insert(row.id, || SessionLog::new(&row, l.retained_from));
+                log.set_running();
+                log.set_size(l.size);
+                if row.state == SessionState::Starting {
+                    state
+                        .store
+                        .set_session_state(row.id, SessionState::Running)
+                        .await?;
+                }
+                resume.push(ResumeFrom {
+                    session_id: row.id,
+                    offset: log.end(),
+                });
+            }
+            None => {
+                let end = state.hub.log(row.id).map_or(row.end_offset, |l| l.end());
+                state.store.finish_session(row.id, None, end).await?;
+                if let Some(log) = state.hub.log(row.id) {
+                    log.finish(Ending::Lost(
+                        "the sandbox no longer has this session (agentd restarted)".into(),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(resume)
+}
+
+async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx_out: mpsc::Receiver<Outgoing>) {
+    while let Some(out) = rx_out.recv().await {
+        let result = match out {
+            Outgoing::Text(text) => sink.send(Message::Text(text.into())).await,
+            Outgoing::Binary(bytes) => sink.send(Message::Binary(bytes.into())).await,
+            Outgoing::Close(code, reason) => {
+                close(&mut sink, code, &reason).await;
+                break;
+            }
+        };
+        if result.is_err() {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// Reads until the agent goes away (`Ok`) or breaks the protocol (`Err` with the reason).
+async fn read_loop(
+    state: &AppState,
+    sandbox: &SandboxRow,
+    link: &AgentLink,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+) -> Result<(), String> {
+    let silence = Duration::from_millis(state.config.heartbeat_ms.saturating_mul(3));
+    loop {
+        let next = tokio::select! {
+            _ = state.shutdown.cancelled() => return Ok(()),
+            next = tokio::time::timeout(silence, stream.next()) => next,
+        };
+        let msg = match next {
+            Err(_) => {
+                warn!("agent silent for three heartbeat intervals; dropping the link");
+                return Ok(());
+            }
+            Ok(None) | Ok(Some(Err(_))) => return Ok(()),
+            Ok(Some(Ok(msg))) => msg,
+        };
+        link.seen();
+        match msg {
+            Message::Binary(bytes) => {
+                let frame = DataFrame::decode(&bytes).map_err(|e| e.to_string())?;
+                if frame.kind != FrameKind::Output {
+                    return Err("agents may only send output frames".into());
+                }
+                let log = own_log(state, sandbox, frame.session_id)?;
+                log.append(frame.offset, frame.payload);
+            }
+            Message::Text(text) => {
+                let msg = AgentToControl::decode(&text).map_err(|e| e.to_string())?;
+                handle_message(state, sandbox, link, msg).await?;
+            }
+            Message::Close(_) => return Ok(()),
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+}
+
+/// The log of a session of this sandbox; another sandbox's session id is a protocol violation.
+fn own_log(
+    state: &AppState,
+    sandbox: &SandboxRow,
+    id: paddock_protocol::SessionId,
+) -> Result<std::sync::Arc<SessionLog>, String> {
+    match state.hub.log(id) {
+        Some(log) if log.sandbox_id == sandbox.id => Ok(log),
+        _ => Err(format!("unknown session {id}")),
+    }
+}
+
+async fn handle_message(
+    state: &AppState,
+    sandbox: &SandboxRow,
+    link: &AgentLink,
+    msg: AgentToControl,
+) -> Result<(), String> {
+    match msg {
+        AgentToControl::Hello { .. } => return Err("hello sent twice".into()),
+        AgentToControl::SessionOpened {
+            request_id, pid, ..
+        } => link.complete(request_id, Ok(AgentReply::Opened { pid })),
+        AgentToControl::RequestDone { request_id } => {
+            link.complete(request_id, Ok(AgentReply::Done))
+        }
+        AgentToControl::RequestFailed {
+            request_id,
+            code,
+            message,
+        } => link.complete(request_id, Err(HubError::Refused { code, message })),
+        AgentToControl::Gap {
+            session_id,
+            from,
+            to,
+            reason,
+        } => own_log(state, sandbox, session_id)?.gap(from, to, reason),
+        AgentToControl::SessionExited {
+            session_id,
+            status,
+            end_offset,
+        } => {
+            let log = own_log(state, sandbox, session_id)?;
+            if log.end() < end_offset {
+                log.gap(
+                    log.end(),
+                    end_offset,
+                    "output lost before the session ended".into(),
+                );
+            }
+            debug!(session.id = %session_id, status = %status, "session exited");
+            if let Err(err) = state
+                .store
+                .finish_session(session_id, Some(status), end_offset)
+                .await
+            {
+                warn!(session.id = %session_id, error = %err, "could not record a session's exit");
+            }
+            log.finish(Ending::Exited(status));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,361 @@
+//! HTTP API handlers under `/v1`: sandboxes and their sessions. Bodies are
+//! the types of `paddock_protocol::api`; errors are [`ApiError`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use paddock_protocol::api::{
+    Health, OpenSessionRequest, RegisterSandbox, ResizeRequest, SandboxInfo, SandboxList,
+    SandboxRegistered, SessionInfo, SessionList, SessionState, SignalRequest,
+};
+use paddock_protocol::{ControlToAgent, ErrorCode, SessionId, TermSize, MAX_NAME_LEN};
+use tracing::info;
+
+use crate::error::ApiError;
+use crate::fanout::{info_from_row, Ending, SessionLog};
+use crate::hub::{AgentReply, HubError};
+use crate::store::{Principal, SandboxRow, SessionRow};
+use crate::{clock, AppState};
+
+/// How long agentd may take to start a process or answer a request.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/v1/agent/connect", get(crate::agent_conn::connect))
+        .route("/v1/sandboxes", get(list_sandboxes).post(register_sandbox))
+        .route("/v1/sandboxes/{sandbox}", get(get_sandbox))
+        .route(
+            "/v1/sandboxes/{sandbox}/sessions",
+            get(list_sessions).post(open_session),
+        )
+        .route(
+            "/v1/sandboxes/{sandbox}/sessions/{session}",
+            get(get_session).delete(close_session),
+        )
+        .route(
+            "/v1/sandboxes/{sandbox}/sessions/{session}/signal",
+            post(signal_session),
+        )
+        .route(
+            "/v1/sandboxes/{sandbox}/sessions/{session}/resize",
+            post(resize_session),
+        )
+        .route(
+            "/v1/sandboxes/{sandbox}/sessions/{session}/stream",
+            get(crate::stream::stream),
+        )
+        .fallback(|| async { ApiError::not_found("no such endpoint; see docs/ARCHITECTURE.md") })
+}
+
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+fn sandbox_info(state: &AppState, row: &SandboxRow) -> SandboxInfo {
+    let link = state.hub.link(&row.id);
+    row.to_info(link.is_some(), link.map(|l| clock::rfc3339(l.last_seen())))
+}
+
+pub async fn resolve_sandbox(
+    state: &AppState,
+    principal: &Principal,
+    sandbox: &str,
+) -> ApiResult<SandboxRow> {
+    state
+        .store
+        .find_sandbox(&principal.tenant_id, sandbox)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no sandbox `{sandbox}`; `paddock sandboxes` lists them"
+            ))
+        })
+}
+
+pub async fn resolve_session(
+    state: &AppState,
+    principal: &Principal,
+    sandbox: &str,
+    id: SessionId,
+) -> ApiResult<(SandboxRow, SessionRow)> {
+    let sandbox = resolve_sandbox(state, principal, sandbox).await?;
+    let row = state
+        .store
+        .get_session(&principal.tenant_id, &sandbox.id, id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no session {id} in sandbox {}; `paddock sessions {}` lists them",
+                sandbox.name, sandbox.name
+            ))
+        })?;
+    Ok((sandbox, row))
+}
+
+/// The live log of a session, or one rebuilt from its stored row (after a
+/// restart the output itself is gone until durable storage lands).
+pub fn load_log(state: &AppState, row: &SessionRow) -> Arc<SessionLog> {
+    state.hub.log_or_insert(row.id, || {
+        let log = SessionLog::new(row, row.end_offset);
+        match (row.state, row.exit) {
+            (SessionState::Exited, Some(status)) => log.finish(Ending::Exited(status)),
+            (SessionState::Lost, _) | (SessionState::Exited, None) => {
+                log.finish(Ending::Lost("the session was lost".into()))
+            }
+            _ => {}
+        }
+        log
+    })
+}
+
+fn session_info(state: &AppState, row: &SessionRow) -> SessionInfo {
+    match state.hub.log(row.id) {
+        Some(log) => log.info(row),
+        None => info_from_row(row),
+    }
+}
+
+async fn list_sandboxes(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<Json<SandboxList>> {
+    let rows = state.store.list_sandboxes(&principal.tenant_id).await?;
+    let sandboxes = rows.iter().map(|row| sandbox_info(&state, row)).collect();
+    Ok(Json(SandboxList { sandboxes }))
+}
+
+async fn register_sandbox(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<Json<RegisterSandbox>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<SandboxRegistered>)> {
+    let Json(body) = body?;
+    validate_name(&body.name)?;
+    let (row, token) = state
+        .store
+        .create_sandbox(&principal.tenant_id, &body.name, &body.labels, None)
+        .await?;
+    info!(sandbox.id = %row.id, sandbox.name = %row.name, "sandbox registered");
+    let sandbox = sandbox_info(&state, &row);
+    Ok((
+        StatusCode::CREATED,
+        Json(SandboxRegistered { sandbox, token }),
+    ))
+}
+
+/// Sandbox names are short, start with a letter or digit, and use only
+/// letters, digits, `-`, `_` and `.` (they appear in URLs and shell commands).
+pub fn validate_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN.min(63)
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with("sbx_");
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid sandbox name `{name}`: use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit (not `sbx_`)"
+        )))
+    }
+}
+
+async fn get_sandbox(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(sandbox): Path<String>,
+) -> ApiResult<Json<SandboxInfo>> {
+    let row = resolve_sandbox(&state, &principal, &sandbox).await?;
+    Ok(Json(sandbox_info(&state, &row)))
+}
+
+async fn list_sessions(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(sandbox): Path<String>,
+) -> ApiResult<Json<SessionList>> {
+    let sandbox = resolve_sandbox(&state, &principal, &sandbox).await?;
+    let rows = state
+        .store
+        .list_sessions(&principal.tenant_id, &sandbox.id)
+        .await?;
+    let sessions = rows.iter().map(|row| session_info(&state, row)).collect();
+    Ok(Json(SessionList { sessions }))
+}
+
+async fn open_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(sandbox): Path<String>,
+    body: Result<Json<OpenSessionRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<SessionInfo>)> {
+    let Json(req) = body?;
+    let size = req.size.unwrap_or(TermSize::DEFAULT);
+    // Check the request as agentd would before anything is stored.
+    let probe = ControlToAgent::OpenSession {
+        request_id: paddock_protocol::RequestId(0),
+        session_id: SessionId(0),
+        command: req.command.clone(),
+        args: req.args.clone(),
+        cwd: req.cwd.clone(),
+        env: req.env.clone(),
+        size,
+    };
+    ControlToAgent::decode(&probe.encode()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+
+    let sandbox = resolve_sandbox(&state, &principal, &sandbox).await?;
+    if state.hub.link(&sandbox.id).is_none() {
+        return Err(HubError::Disconnected(sandbox.id.clone()).into());
+    }
+    let row = state
+        .store
+        .create_session(&sandbox, req.command.as_deref(), &req.args, size)
+        .await?;
+    // The log exists before agentd is asked, so no early output can be lost.
+    let log = state.hub.log_or_insert(row.id, || SessionLog::new(&row, 0));
+    let id = row.id;
+    let reply = state
+        .hub
+        .request(&sandbox.id, AGENT_TIMEOUT, |request_id| {
+            ControlToAgent::OpenSession {
+                request_id,
+                session_id: id,
+                command: req.command,
+                args: req.args,
+                cwd: req.cwd,
+                env: req.env,
+                size,
+            }
+        })
+        .await;
+    match reply {
+        Ok(AgentReply::Opened { pid }) => {
+            state
+                .store
+                .set_session_state(id, SessionState::Running)
+                .await?;
+            log.set_running();
+            info!(sandbox.id = %sandbox.id, session.id = %id, pid = ?pid, "session opened");
+            Ok((StatusCode::CREATED, Json(log.info(&row))))
+        }
+        Ok(AgentReply::Done) => Err(ApiError::internal()),
+        Err(err) => {
+            state.store.finish_session(id, None, 0).await?;
+            log.finish(Ending::Lost("the session could not be started".into()));
+            state.hub.remove_log(id);
+            Err(err.into())
+        }
+    }
+}
+
+async fn get_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((sandbox, session)): Path<(String, u64)>,
+) -> ApiResult<Json<SessionInfo>> {
+    let (_, row) = resolve_session(&state, &principal, &sandbox, SessionId(session)).await?;
+    Ok(Json(session_info(&state, &row)))
+}
+
+/// A live session's log, or `session_ended` for one that is over.
+async fn live_log(
+    state: &AppState,
+    principal: &Principal,
+    sandbox: &str,
+    session: u64,
+) -> ApiResult<Arc<SessionLog>> {
+    let (_, row) = resolve_session(state, principal, sandbox, SessionId(session)).await?;
+    match state.hub.log(row.id) {
+        Some(log) if log.snapshot().ending.is_none() => Ok(log),
+        _ => Err(ApiError::new(
+            ErrorCode::SessionEnded,
+            format!("session {session} has already ended"),
+        )),
+    }
+}
+
+async fn signal_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((sandbox, session)): Path<(String, u64)>,
+    body: Result<Json<SignalRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<StatusCode> {
+    let Json(req) = body?;
+    let log = live_log(&state, &principal, &sandbox, session).await?;
+    state
+        .hub
+        .request(&log.sandbox_id, AGENT_TIMEOUT, |request_id| {
+            ControlToAgent::SignalSession {
+                request_id,
+                session_id: log.id,
+                signal: req.signal,
+            }
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn resize_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((sandbox, session)): Path<(String, u64)>,
+    body: Result<Json<ResizeRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<StatusCode> {
+    let Json(req) = body?;
+    let probe = paddock_protocol::ClientToControl::Resize { size: req.size };
+    paddock_protocol::ClientToControl::decode(&probe.encode())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let log = live_log(&state, &principal, &sandbox, session).await?;
+    crate::stream::resize(&state, &log, req.size).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn close_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((sandbox, session)): Path<(String, u64)>,
+) -> ApiResult<StatusCode> {
+    let log = live_log(&state, &principal, &sandbox, session).await?;
+    state
+        .hub
+        .request(&log.sandbox_id, AGENT_TIMEOUT, |request_id| {
+            ControlToAgent::CloseSession {
+                request_id,
+                session_id: log.id,
+            }
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_names_are_url_and_shell_safe() {
+        assert!(validate_name("local-1").is_ok());
+        assert!(validate_name("a.b_c").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("-x").is_err());
+        assert!(validate_name("has space").is_err());
+        assert!(validate_name("sbx_abc").is_err());
+        assert!(validate_name(&"a".repeat(64)).is_err());
+    }
+}

@@ -1,0 +1,575 @@
+//! Durable state on SQLite through sqlx: tenants, API tokens, sandboxes and
+//! sessions. Queries are checked at run time (no database needed to build);
+//! every query on tenant data names the tenant.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use paddock_protocol::api::{SandboxInfo, SandboxStatus, SessionState};
+use paddock_protocol::{ExitStatus, SandboxId, SessionId, TermSize};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Row, SqlitePool};
+
+use crate::auth::{hash_token, new_token, TokenKind};
+use crate::clock::now_rfc3339;
+
+/// The one tenant that exists until multi-tenancy lands.
+pub const DEFAULT_TENANT: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a sandbox named `{0}` already exists")]
+    DuplicateName(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("could not apply migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Who an API token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant_id: String,
+    pub token_name: String,
+    pub role: String,
+}
+
+/// A sandbox as stored.
+#[derive(Debug, Clone)]
+pub struct SandboxRow {
+    pub id: SandboxId,
+    pub tenant_id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: String,
+    pub last_seen_at: Option<String>,
+    pub agent_version: Option<String>,
+}
+
+impl SandboxRow {
+    pub fn to_info(&self, connected: bool, last_seen_at: Option<String>) -> SandboxInfo {
+        SandboxInfo {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            labels: self.labels.clone(),
+            status: if connected {
+                SandboxStatus::Connected
+            } else {
+                SandboxStatus::Disconnected
+            },
+            created_at: self.created_at.clone(),
+            last_seen_at: last_seen_at.or_else(|| self.last_seen_at.clone()),
+            agent_version: self.agent_version.clone(),
+        }
+    }
+}
+
+/// A session as stored; live details (offset, viewers) come from the fan-out.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: SessionId,
+    pub tenant_id: String,
+    pub sandbox_id: SandboxId,
+    pub command: Option<String>,
+    pub args: Vec<String>,
+    pub size: TermSize,
+    pub state: SessionState,
+    pub created_at: String,
+    pub ended_at: Option<String>,
+    pub exit: Option<ExitStatus>,
+    pub end_offset: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and applies migrations.
+    pub async fn open(url: &str) -> Result<Store> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let store = Store { pool };
+        store.ensure_tenant(DEFAULT_TENANT).await?;
+        Ok(store)
+    }
+
+    /// The SQLite URL for a data directory.
+    pub fn sqlite_url(data_dir: &Path) -> String {
+        format!("sqlite://{}", data_dir.join("paddock.db").display())
+    }
+
+    async fn ensure_tenant(&self, name: &str) -> Result<()> {
+        sqlx::query("INSERT OR IGNORE INTO tenants (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(name)
+            .bind(name)
+            .bind(now_rfc3339())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn has_api_tokens(&self) -> Result<bool> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM api_tokens")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    /// Stores `token` as an owner token of the default tenant unless it is already known.
+    pub async fn ensure_owner_token(&self, token: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO api_tokens (id, tenant_id, name, role, token_hash, created_at)
+             VALUES (?, ?, 'owner', 'owner', ?, ?)",
+        )
+        .bind(new_id("tok"))
+        .bind(DEFAULT_TENANT)
+        .bind(hash_token(token))
+        .bind(now_rfc3339())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn authenticate_api(&self, token: &str) -> Result<Option<Principal>> {
+        let row = sqlx::query("SELECT tenant_id, name, role FROM api_tokens WHERE token_hash = ?")
+            .bind(hash_token(token))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(Principal {
+                tenant_id: row.try_get("tenant_id")?,
+                token_name: row.try_get("name")?,
+                role: row.try_get("role")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn authenticate_sandbox(&self, token: &str) -> Result<Option<SandboxRow>> {
+        let row = sqlx::query(&format!("{SANDBOX_COLUMNS} WHERE token_hash = ?"))
+            .bind(hash_token(token))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| sandbox_from_row(&r)).transpose()
+    }
+
+    /// Registers a sandbox and returns it with its agentd token (shown once, stored hashed).
+    pub async fn create_sandbox(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        provider: Option<&str>,
+    ) -> Result<(SandboxRow, String)> {
+        let token = new_token(TokenKind::Sandbox);
+        let id = SandboxId(new_id("sbx"));
+        let created_at = now_rfc3339();
+        let labels_json =
+            serde_json::to_string(labels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let result = sqlx::query(
+            "INSERT INTO sandboxes (id, tenant_id, name, labels, token_hash, provider, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id.as_str())
+        .bind(tenant_id)
+        .bind(name)
+        .bind(&labels_json)
+        .bind(hash_token(&token))
+        .bind(provider)
+        .bind(&created_at)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::DuplicateName(name.to_owned()))
+            }
+            other => other?,
+        };
+        let row = SandboxRow {
+            id,
+            tenant_id: tenant_id.to_owned(),
+            name: name.to_owned(),
+            labels: labels.clone(),
+            created_at,
+            last_seen_at: None,
+            agent_version: None,
+        };
+        Ok((row, token))
+    }
+
+    /// Replaces a sandbox's agentd token; the old one stops working at once.
+    pub async fn rotate_sandbox_token(&self, tenant_id: &str, id: &SandboxId) -> Result<String> {
+        let token = new_token(TokenKind::Sandbox);
+        sqlx::query("UPDATE sandboxes SET token_hash = ? WHERE tenant_id = ? AND id = ?")
+            .bind(hash_token(&token))
+            .bind(tenant_id)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(token)
+    }
+
+    pub async fn list_sandboxes(&self, tenant_id: &str) -> Result<Vec<SandboxRow>> {
+        let rows = sqlx::query(&format!(
+            "{SANDBOX_COLUMNS} WHERE tenant_id = ? ORDER BY created_at, name"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(sandbox_from_row).collect()
+    }
+
+    /// Finds a sandbox of the tenant by id or, failing that, by name.
+    pub async fn find_sandbox(
+        &self,
+        tenant_id: &str,
+        id_or_name: &str,
+    ) -> Result<Option<SandboxRow>> {
+        let row = sqlx::query(&format!(
+            "{SANDBOX_COLUMNS} WHERE tenant_id = ? AND (id = ? OR name = ?)
+             ORDER BY CASE WHEN id = ? THEN 0 ELSE 1 END LIMIT 1"
+        ))
+        .bind(tenant_id)
+        .bind(id_or_name)
+        .bind(id_or_name)
+        .bind(id_or_name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| sandbox_from_row(&r)).transpose()
+    }
+
+    pub async fn touch_sandbox(
+        &self,
+        id: &SandboxId,
+        last_seen_at: &str,
+        agent_version: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE sandboxes SET last_seen_at = ?, agent_version = COALESCE(?, agent_version)
+             WHERE id = ?",
+        )
+        .bind(last_seen_at)
+        .bind(agent_version)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn create_session(
+        &self,
+        sandbox: &SandboxRow,
+        command: Option<&str>,
+        args: &[String],
+        size: TermSize,
+    ) -> Result<SessionRow> {
+        let created_at = now_rfc3339();
+        let args_json =
+            serde_json::to_string(args).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let row = sqlx::query(
+            "INSERT INTO sessions (tenant_id, sandbox_id, command, args, cols, rows, state, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, 'starting', ?) RETURNING id",
+        )
+        .bind(&sandbox.tenant_id)
+        .bind(sandbox.id.as_str())
+        .bind(command)
+        .bind(&args_json)
+        .bind(size.cols)
+        .bind(size.rows)
+        .bind(&created_at)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(SessionRow {
+            id: SessionId(row.try_get::<i64, _>("id")? as u64),
+            tenant_id: sandbox.tenant_id.clone(),
+            sandbox_id: sandbox.id.clone(),
+            command: command.map(str::to_owned),
+            args: args.to_vec(),
+            size,
+            state: SessionState::Starting,
+            created_at,
+            ended_at: None,
+            exit: None,
+            end_offset: 0,
+        })
+    }
+
+    pub async fn set_session_state(&self, id: SessionId, state: SessionState) -> Result<()> {
+        sqlx::query("UPDATE sessions SET state = ? WHERE id = ?")
+            .bind(state_str(state))
+            .bind(id.0 as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_session_size(&self, id: SessionId, size: TermSize) -> Result<()> {
+        sqlx::query("UPDATE sessions SET cols = ?, rows = ? WHERE id = ?")
+            .bind(size.cols)
+            .bind(size.rows)
+            .bind(id.0 as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records how a session ended. `status` is `None` when it was lost.
+    pub async fn finish_session(
+        &self,
+        id: SessionId,
+        status: Option<ExitStatus>,
+        end_offset: u64,
+    ) -> Result<()> {
+        let state = if status.is_some() {
+            SessionState::Exited
+        } else {
+            SessionState::Lost
+        };
+        sqlx::query(
+            "UPDATE sessions SET state = ?, ended_at = ?, exit_code = ?, exit_signal = ?, end_offset = ?
+             WHERE id = ?",
+        )
+        .bind(state_str(state))
+        .bind(now_rfc3339())
+        .bind(status.and_then(|s| s.code))
+        .bind(status.and_then(|s| s.signal))
+        .bind(end_offset as i64)
+        .bind(id.0 as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list_sessions(
+        &self,
+        tenant_id: &str,
+        sandbox: &SandboxId,
+    ) -> Result<Vec<SessionRow>> {
+        let rows = sqlx::query(&format!(
+            "{SESSION_COLUMNS} WHERE tenant_id = ? AND sandbox_id = ? ORDER BY id"
+        ))
+        .bind(tenant_id)
+        .bind(sandbox.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    pub async fn get_session(
+        &self,
+        tenant_id: &str,
+        sandbox: &SandboxId,
+        id: SessionId,
+    ) -> Result<Option<SessionRow>> {
+        let row = sqlx::query(&format!(
+            "{SESSION_COLUMNS} WHERE tenant_id = ? AND sandbox_id = ? AND id = ?"
+        ))
+        .bind(tenant_id)
+        .bind(sandbox.as_str())
+        .bind(id.0 as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| session_from_row(&r)).transpose()
+    }
+
+    /// Sessions of a sandbox not known to have ended.
+    pub async fn unfinished_sessions(&self, sandbox: &SandboxId) -> Result<Vec<SessionRow>> {
+        let rows = sqlx::query(&format!(
+            "{SESSION_COLUMNS} WHERE sandbox_id = ? AND state IN ('starting', 'running') ORDER BY id"
+        ))
+        .bind(sandbox.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+}
+
+const SANDBOX_COLUMNS: &str =
+    "SELECT id, tenant_id, name, labels, created_at, last_seen_at, agent_version FROM sandboxes";
+
+const SESSION_COLUMNS: &str = "SELECT id, tenant_id, sandbox_id, command, args, cols, rows, state,
+     created_at, ended_at, exit_code, exit_signal, end_offset FROM sessions";
+
+fn sandbox_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SandboxRow> {
+    let labels: String = row.try_get("labels")?;
+    Ok(SandboxRow {
+        id: SandboxId(row.try_get("id")?),
+        tenant_id: row.try_get("tenant_id")?,
+        name: row.try_get("name")?,
+        labels: serde_json::from_str(&labels).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        created_at: row.try_get("created_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        agent_version: row.try_get("agent_version")?,
+    })
+}
+
+fn session_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SessionRow> {
+    let args: String = row.try_get("args")?;
+    let state: String = row.try_get("state")?;
+    let code: Option<i32> = row.try_get("exit_code")?;
+    let signal: Option<i32> = row.try_get("exit_signal")?;
+    let exit = (code.is_some() || signal.is_some()).then_some(ExitStatus { code, signal });
+    Ok(SessionRow {
+        id: SessionId(row.try_get::<i64, _>("id")? as u64),
+        tenant_id: row.try_get("tenant_id")?,
+        sandbox_id: SandboxId(row.try_get("sandbox_id")?),
+        command: row.try_get("command")?,
+        args: serde_json::from_str(&args).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        size: TermSize {
+            cols: row.try_get("cols")?,
+            rows: row.try_get("rows")?,
+        },
+        state: parse_state(&state).ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?,
+        created_at: row.try_get("created_at")?,
+        ended_at: row.try_get("ended_at")?,
+        exit,
+        end_offset: row.try_get::<i64, _>("end_offset")? as u64,
+    })
+}
+
+fn state_str(state: SessionState) -> &'static str {
+    match state {
+        SessionState::Starting => "starting",
+        SessionState::Running => "running",
+        SessionState::Exited => "exited",
+        SessionState::Lost => "lost",
+    }
+}
+
+fn parse_state(s: &str) -> Option<SessionState> {
+    Some(match s {
+        "starting" => SessionState::Starting,
+        "running" => SessionState::Running,
+        "exited" => SessionState::Exited,
+        "lost" => SessionState::Lost,
+        _ => return None,
+    })
+}
+
+/// A random id with a type prefix, e.g. `sbx_3f9a…` (64 random bits, hex).
+pub fn new_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 8];
+    crate::auth::fill_random(&mut bytes);
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Store::sqlite_url(dir.path())).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn tokens_authenticate_only_by_their_hash() {
+        let (_dir, store) = temp_store().await;
+        assert!(!store.has_api_tokens().await.unwrap());
+        store.ensure_owner_token("pdk_secret").await.unwrap();
+        store.ensure_owner_token("pdk_secret").await.unwrap();
+        let who = store.authenticate_api("pdk_secret").await.unwrap().unwrap();
+        assert_eq!(who.tenant_id, DEFAULT_TENANT);
+        assert_eq!(who.role, "owner");
+        assert!(store.authenticate_api("pdk_wrong").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn sandboxes_are_found_by_id_or_name_and_names_are_unique() {
+        let (_dir, store) = temp_store().await;
+        let labels = BTreeMap::new();
+        let (sb, token) = store
+            .create_sandbox(DEFAULT_TENANT, "alpha", &labels, None)
+            .await
+            .unwrap();
+        assert!(token.starts_with("pds_"));
+        let by_name = store
+            .find_sandbox(DEFAULT_TENANT, "alpha")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_name.id, sb.id);
+        let by_id = store
+            .find_sandbox(DEFAULT_TENANT, sb.id.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_id.name, "alpha");
+        assert!(store
+            .find_sandbox("other", "alpha")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(matches!(
+            store
+                .create_sandbox(DEFAULT_TENANT, "alpha", &labels, None)
+                .await,
+            Err(StoreError::DuplicateName(_))
+        ));
+        let authed = store.authenticate_sandbox(&token).await.unwrap().unwrap();
+        assert_eq!(authed.id, sb.id);
+        let rotated = store
+            .rotate_sandbox_token(DEFAULT_TENANT, &sb.id)
+            .await
+            .unwrap();
+        assert!(store.authenticate_sandbox(&token).await.unwrap().is_none());
+        assert!(store
+            .authenticate_sandbox(&rotated)
+            .await
+            .unwrap()
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn sessions_record_their_end() {
+        let (_dir, store) = temp_store().await;
+        let (sb, _) = store
+            .create_sandbox(DEFAULT_TENANT, "s", &BTreeMap::new(), None)
+            .await
+            .unwrap();
+        let s = store
+            .create_session(
+                &sb,
+                Some("sh"),
+                &["-c".into(), "exit 3".into()],
+                TermSize::DEFAULT,
+            )
+            .await
+            .unwrap();
+        store
+            .set_session_state(s.id, SessionState::Running)
+            .await
+            .unwrap();
+        assert_eq!(store.unfinished_sessions(&sb.id).await.unwrap().len(), 1);
+        store
+            .finish_session(s.id, Some(ExitStatus::code(3)), 42)
+            .await
+            .unwrap();
+        let row = store
+            .get_session(DEFAULT_TENANT, &sb.id, s.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.state, SessionState::Exited);
+        assert_eq!(row.exit, Some(ExitStatus::code(3)));
+        assert_eq!(row.end_offset, 42);
+        assert_eq!(row.args, vec!["-c".to_owned(), "exit 3".to_owned()]);
+        assert!(store.unfinished_sessions(&sb.id).await.unwrap().is_empty());
+    }
+}
