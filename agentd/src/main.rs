@@ -1,2 +1,81 @@
-//! placeholder
-fn main() {}
+//! The `agentd` binary: parses flags, sets up logging, turns Ctrl-C and
+//! SIGTERM into shutdown, and runs [`agentd::run`].
+//!
+//! Exit codes: 0 after a shutdown, 2 when retrying cannot help (the control
+//! plane refused the token or protocol version, or a setting is invalid),
+//! 1 for anything else.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Paddock's in-sandbox daemon: runs PTY sessions for the control plane.
+#[derive(Parser)]
+#[command(name = "agentd", version, about)]
+struct Cli {
+    /// The control plane's base URL (http://host:port) or a full ws:// URL.
+    #[arg(long, env = "PADDOCK_AGENTD_CONTROL_PLANE")]
+    control_plane: String,
+    /// The sandbox token.
+    #[arg(long, env = "PADDOCK_AGENTD_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Where sessions start; created if missing.
+    #[arg(long, env = "PADDOCK_AGENTD_WORKDIR")]
+    workdir: PathBuf,
+    /// The program a session runs when it names none
+    /// [default: $SHELL, else the login shell, else /bin/sh].
+    #[arg(long, env = "PADDOCK_AGENTD_DEFAULT_SHELL")]
+    default_shell: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+
+    let shutdown = CancellationToken::new();
+    if let Err(err) = spawn_signal_handler(shutdown.clone()) {
+        eprintln!("agentd: could not install signal handlers: {err}");
+        return ExitCode::FAILURE;
+    }
+    let config = agentd::Config {
+        control_plane: cli.control_plane,
+        token: cli.token,
+        workdir: cli.workdir,
+        default_shell: cli.default_shell,
+    };
+    match agentd::run(config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("agentd: {err:#}");
+            let final_ = err.downcast_ref::<agentd::Refused>().is_some()
+                || err.downcast_ref::<agentd::ConfigError>().is_some();
+            ExitCode::from(if final_ { 2 } else { 1 })
+        }
+    }
+}
+
+/// Cancels `shutdown` on the first Ctrl-C or SIGTERM.
+fn spawn_signal_handler(shutdown: CancellationToken) -> std::io::Result<()> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        shutdown.cancel();
+    });
+    Ok(())
+}
