@@ -1,0 +1,295 @@
+//! The control plane under test: `control-plane serve` on port 0 with a
+//! temporary data directory, and `control-plane up` with its local sandboxes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tempfile::TempDir;
+use tokio::time::Instant;
+
+use crate::agentd::{Agentd, Sandbox};
+use crate::api::Api;
+use crate::cli::{paddock, CliOutput};
+use crate::process::{base_command, Proc};
+use crate::{bin_path, random_token, tail};
+
+/// How long a server may take to print its readiness line.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Heartbeat interval given to every test control plane, so dead links are
+/// noticed within about a second.
+pub const HEARTBEAT_MS: u64 = 300;
+
+/// A running `control-plane serve` with its own data directory and owner token.
+#[derive(Debug)]
+pub struct ControlPlane {
+    // Declared before `data_dir`, so the process dies before its directory goes.
+    proc: Proc,
+    url: String,
+    token: String,
+    data_dir: TempDir,
+}
+
+impl ControlPlane {
+    /// Starts a server on `127.0.0.1:0` and waits for `PADDOCK_URL=`.
+    pub async fn start() -> Result<ControlPlane> {
+        let data_dir = tempfile::Builder::new()
+            .prefix("paddock-cp-")
+            .tempdir()
+            .context("could not create a data dir")?;
+        let token = random_token();
+        let (proc, url) = spawn_serve(data_dir.path(), &token, "127.0.0.1:0").await?;
+        Ok(ControlPlane {
+            proc,
+            url,
+            token,
+            data_dir,
+        })
+    }
+
+    /// Kills the server and starts it again on the same address and data
+    /// directory, so agents reconnect to the same URL.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.proc.kill();
+        let listen = self
+            .url
+            .strip_prefix("http://")
+            .context("the control plane's URL is http://")?
+            .to_owned();
+        let (proc, url) = spawn_serve(self.data_dir.path(), &self.token, &listen).await?;
+        self.proc = proc;
+        self.url = url;
+        Ok(())
+    }
+
+    /// SIGKILLs the server.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.url, &self.token)
+    }
+
+    pub fn logs(&self) -> String {
+        self.proc.logs()
+    }
+
+    /// Registers a sandbox, starts an `agentd` for it and waits until the
+    /// control plane reports it connected.
+    pub async fn add_sandbox(&self, name: &str) -> Result<Sandbox> {
+        let registered = self.api().register_sandbox(name).await?;
+        let workdir = tempfile::Builder::new()
+            .prefix("paddock-work-")
+            .tempdir()
+            .context("could not create a work dir")?;
+        let agentd = Agentd::start(&self.url, &registered.token, workdir.path())?;
+        let sandbox = Sandbox {
+            info: registered.sandbox,
+            token: registered.token,
+            agentd,
+            workdir,
+        };
+        self.wait_connected(sandbox.id())
+            .await
+            .with_context(|| format!("{}\n{}", sandbox.agentd.logs(), tail(&self.logs(), 8000)))?;
+        Ok(sandbox)
+    }
+
+    /// Waits (up to 15 s) until the sandbox's status is `connected`.
+    pub async fn wait_connected(&self, sandbox: &str) -> Result<()> {
+        wait_status(&self.api(), sandbox, true, Duration::from_secs(15)).await
+    }
+
+    /// Waits (up to 10 s) until the sandbox's status is `disconnected`.
+    pub async fn wait_disconnected(&self, sandbox: &str) -> Result<()> {
+        wait_status(&self.api(), sandbox, false, Duration::from_secs(10)).await
+    }
+
+    /// Runs the `paddock` CLI against this server.
+    pub async fn paddock(&self, args: &[&str]) -> Result<CliOutput> {
+        paddock(&self.url, &self.token, args).await
+    }
+}
+
+async fn wait_status(api: &Api, sandbox: &str, connected: bool, limit: Duration) -> Result<()> {
+    use paddock_protocol::api::SandboxStatus;
+    let want = if connected {
+        SandboxStatus::Connected
+    } else {
+        SandboxStatus::Disconnected
+    };
+    crate::wait_until(
+        &format!("sandbox {sandbox} to be {want:?}"),
+        limit,
+        || async move {
+            let info = api.sandbox(sandbox).await?;
+            Ok((info.status == want).then_some(()))
+        },
+    )
+    .await
+}
+
+async fn spawn_serve(data_dir: &Path, token: &str, listen: &str) -> Result<(Proc, String)> {
+    let mut cmd = base_command(&bin_path("control-plane"));
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(listen)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("PADDOCK_BOOTSTRAP_TOKEN", token)
+        .env("PADDOCK_HEARTBEAT_MS", HEARTBEAT_MS.to_string())
+        .env("RUST_LOG", "info");
+    let mut proc = Proc::spawn("control-plane", cmd)?;
+    let url = wait_ready(&mut proc, "PADDOCK_URL", false).await?;
+    Ok((proc, url))
+}
+
+/// Waits for a `NAME=value` line on the process's stdout (also as `export
+/// NAME=value` when `allow_export`); the error carries its logs.
+async fn wait_ready(proc: &mut Proc, name: &str, allow_export: bool) -> Result<String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let found = if allow_export {
+        proc.stdout.wait_assignment(name, deadline).await
+    } else {
+        proc.stdout
+            .wait_line_value(&format!("{name}="), deadline)
+            .await
+    };
+    match found {
+        Ok(value) => Ok(value),
+        Err(err) => {
+            let status = proc.try_status().ok().flatten();
+            Err(err.context(format!(
+                "{} did not print {name}= (exit status: {status:?})\n{}",
+                proc.name(),
+                proc.logs()
+            )))
+        }
+    }
+}
+
+/// A running `control-plane up`: the server plus its local sandboxes.
+#[derive(Debug)]
+pub struct Up {
+    pub proc: Proc,
+    pub url: String,
+    pub token: String,
+    data_dir: PathBuf,
+}
+
+impl Up {
+    /// Starts `control-plane up --listen 127.0.0.1:0 --data-dir DIR
+    /// --sandboxes N` and waits for its `PADDOCK_URL=` and `PADDOCK_TOKEN=`
+    /// lines.
+    pub async fn start(data_dir: &Path, sandboxes: u32) -> Result<Up> {
+        let mut cmd = base_command(&bin_path("control-plane"));
+        cmd.arg("up")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--sandboxes")
+            .arg(sandboxes.to_string())
+            .env("PADDOCK_HEARTBEAT_MS", HEARTBEAT_MS.to_string())
+            .env("RUST_LOG", "info");
+        let mut proc = Proc::spawn("control-plane-up", cmd)?;
+        // `up` prints its lines ready to paste into a shell: `export NAME=…`.
+        let url = wait_ready(&mut proc, "PADDOCK_URL", true).await?;
+        let token = wait_ready(&mut proc, "PADDOCK_TOKEN", true).await?;
+        Ok(Up {
+            proc,
+            url,
+            token,
+            data_dir: data_dir.to_owned(),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.url, &self.token)
+    }
+
+    pub async fn paddock(&self, args: &[&str]) -> Result<CliOutput> {
+        paddock(&self.url, &self.token, args).await
+    }
+
+    /// The `agentd` processes this `up` started, found by its data directory.
+    pub fn agentd_processes(&self) -> Vec<(u32, String)> {
+        agentd_processes_of(&self.data_dir)
+    }
+}
+
+impl Drop for Up {
+    /// A test that fails half-way leaves `up` running: ask it to stop its
+    /// children gracefully, then kill whatever agentd of this data dir is
+    /// left (they run in their own process groups, out of reach of `Proc`).
+    fn drop(&mut self) {
+        if matches!(self.proc.try_status(), Ok(None)) {
+            let _ = self.proc.signal(nix::sys::signal::Signal::SIGTERM);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while matches!(self.proc.try_status(), Ok(None)) && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        for (pid, _) in agentd_processes_of(&self.data_dir) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Processes running the `agentd` binary that mention `data_dir` in their
+/// command line or environment, as `(pid, command line)`. The data dir is a
+/// fresh temporary directory, so this finds exactly one test's processes.
+pub fn agentd_processes_of(data_dir: &Path) -> Vec<(u32, String)> {
+    let needle = data_dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Processes vanish while we look; whatever cannot be read is gone.
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        if !String::from_utf8_lossy(argv0).ends_with("agentd") {
+            continue;
+        }
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let environ = std::fs::read(entry.path().join("environ"))
+            .map(|e| String::from_utf8_lossy(&e).into_owned())
+            .unwrap_or_default();
+        if cmdline.contains(&needle) || environ.contains(&needle) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
