@@ -1,2 +1,432 @@
-//! placeholder
-fn main() {}
+//! `paddock`: list sandboxes and sessions, run commands, and watch or drive
+//! live terminals through a Paddock control plane.
+
+mod api;
+mod attach;
+mod follow;
+mod output;
+mod stream;
+mod term;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::SystemTime;
+
+use anyhow::{anyhow, bail, Result};
+use clap::{Args, Parser, Subcommand};
+use paddock_protocol::api::RegisterSandbox;
+use paddock_protocol::{SessionId, Signal};
+
+use crate::api::{display_base, parse_base_url, Client};
+use crate::follow::ExecArgs;
+
+const NO_TOKEN: &str = "no API token: set PADDOCK_TOKEN (`control-plane up` prints the PADDOCK_URL=... and PADDOCK_TOKEN=... lines to export; the token is also in its data dir's owner.token) or pass --token";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "paddock",
+    version,
+    about = "Run commands in Paddock sandboxes and watch or drive their terminals"
+)]
+struct Cli {
+    /// The control plane's base URL.
+    #[arg(
+        long,
+        env = "PADDOCK_URL",
+        default_value = "http://127.0.0.1:7700",
+        global = true
+    )]
+    url: String,
+    /// The API token (printed by `control-plane up`).
+    #[arg(long, env = "PADDOCK_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List sandboxes, or register one.
+    Sandboxes(SandboxesArgs),
+    /// List a sandbox's sessions.
+    Sessions {
+        /// Sandbox id (`sbx_…`) or name.
+        sandbox: String,
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command in a new session and show its output; exits with its status.
+    Exec(ExecCli),
+    /// Show a session's output live, read-only (Ctrl-C quits).
+    Watch {
+        sandbox: String,
+        session: u64,
+        /// Replay output from this offset (0 replays everything).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+    },
+    /// Drive a session from this terminal (a new shell without SESSION); Ctrl-] detaches.
+    Attach {
+        sandbox: String,
+        session: Option<u64>,
+        /// Take over from the client that drives the session now.
+        #[arg(long)]
+        take: bool,
+    },
+    /// Send a signal (TERM, INT, HUP, KILL, QUIT, USR1, USR2) to a session's processes.
+    Signal {
+        sandbox: String,
+        session: u64,
+        /// The signal, e.g. TERM, SIGTERM or int.
+        #[arg(value_parser = parse_signal)]
+        signal: Signal,
+    },
+    /// End a session: hang up its processes, then kill them after 2 s.
+    Close { sandbox: String, session: u64 },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SandboxesArgs {
+    /// Print the list as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    action: Option<SandboxesAction>,
+}
+
+#[derive(Debug, Subcommand)]
+enum SandboxesAction {
+    /// Register a sandbox and print the token its agentd connects with.
+    Register {
+        name: String,
+        /// A label, as key=value; may be repeated.
+        #[arg(long = "label", value_parser = parse_key_value)]
+        labels: Vec<(String, String)>,
+        /// Print the registration as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ExecCli {
+    /// Sandbox id (`sbx_…`) or name.
+    sandbox: String,
+    /// Working directory, relative to the sandbox's work dir or absolute.
+    #[arg(long)]
+    cwd: Option<String>,
+    /// An environment variable, as KEY=VALUE; may be repeated.
+    #[arg(long = "env", value_parser = parse_key_value)]
+    env: Vec<(String, String)>,
+    /// The command and its arguments, after `--`.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<String>,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got `{text}`")),
+    }
+}
+
+fn parse_signal(text: &str) -> Result<Signal, String> {
+    Signal::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = Signal::ALL.iter().map(|s| s.name()).collect();
+        format!("unknown signal `{text}`: use one of {}", names.join(", "))
+    })
+}
+
+fn main() {
+    term::install_panic_hook();
+    let cli = Cli::parse();
+    let code = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => match runtime.block_on(run(cli)) {
+            Ok(code) => code,
+            Err(err) => {
+                term::restore_now();
+                eprintln!("error: {err:#}");
+                1
+            }
+        },
+        Err(err) => {
+            eprintln!("error: could not start the async runtime: {err}");
+            1
+        }
+    };
+    // The stdin reader of `attach` may be blocked in a read that nothing can
+    // cancel, so exit without waiting for the runtime's threads.
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}
+
+/// Runs one command; the result is this process's exit code.
+async fn run(cli: Cli) -> Result<i32> {
+    let base = parse_base_url(&cli.url)?;
+    let token = cli
+        .token
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| anyhow!(NO_TOKEN))?;
+    let client = Client::new(base, token.trim().to_owned())?;
+    match cli.command {
+        Command::Sandboxes(args) => sandboxes(&client, args).await,
+        Command::Sessions { sandbox, json } => {
+            let list = client.list_sessions(&sandbox).await?;
+            if json {
+                output::print_json(&list)?;
+            } else if list.sessions.is_empty() {
+                eprintln!("no sessions in {sandbox}: start one with `paddock exec {sandbox} -- CMD` or `paddock attach {sandbox}`");
+            } else {
+                print!(
+                    "{}",
+                    output::sessions_table(&list.sessions, SystemTime::now())
+                );
+            }
+            Ok(0)
+        }
+        Command::Exec(args) => follow::exec(&client, exec_args(args)?).await,
+        Command::Watch {
+            sandbox,
+            session,
+            from,
+        } => follow::watch(&client, &sandbox, SessionId(session), from).await,
+        Command::Attach {
+            sandbox,
+            session,
+            take,
+        } => attach::attach(&client, &sandbox, session.map(SessionId), take).await,
+        Command::Signal {
+            sandbox,
+            session,
+            signal,
+        } => {
+            client
+                .signal_session(&sandbox, SessionId(session), signal)
+                .await?;
+            eprintln!("sent SIG{} to session {session}", signal.name());
+            Ok(0)
+        }
+        Command::Close { sandbox, session } => {
+            client.close_session(&sandbox, SessionId(session)).await?;
+            eprintln!("closed session {session}");
+            Ok(0)
+        }
+    }
+}
+
+async fn sandboxes(client: &Client, args: SandboxesArgs) -> Result<i32> {
+    match args.action {
+        None => {
+            let list = client.list_sandboxes().await?;
+            if args.json {
+                output::print_json(&list)?;
+            } else if list.sandboxes.is_empty() {
+                eprintln!("no sandboxes: register one with `paddock sandboxes register NAME`, or start the control plane with `control-plane up --sandboxes 1`");
+            } else {
+                print!(
+                    "{}",
+                    output::sandboxes_table(&list.sandboxes, SystemTime::now())
+                );
+            }
+        }
+        Some(SandboxesAction::Register { name, labels, json }) => {
+            let body = RegisterSandbox {
+                name,
+                labels: labels.into_iter().collect(),
+            };
+            let registered = client.register_sandbox(&body).await?;
+            if json || args.json {
+                output::print_json(&registered)?;
+            } else {
+                let sb = &registered.sandbox;
+                println!("registered sandbox {} ({})", sb.name, sb.id);
+                println!("agentd token: {}", registered.token);
+                println!();
+                println!(
+                    "The token is shown only once: store it now. Start the sandbox's agentd with:"
+                );
+                println!(
+                    "  agentd --control-plane {} --token {} --workdir DIR",
+                    display_base(client.base()),
+                    registered.token
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn exec_args(args: ExecCli) -> Result<ExecArgs> {
+    let mut command = args.command.into_iter();
+    let Some(program) = command.next() else {
+        bail!("no command to run: use `paddock exec SANDBOX -- CMD ARGS...`");
+    };
+    let env: BTreeMap<String, String> = args.env.into_iter().collect();
+    Ok(ExecArgs {
+        sandbox: args.sandbox,
+        cwd: args.cwd,
+        env,
+        command: program,
+        args: command.collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("paddock").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exec_takes_everything_after_the_separator_as_the_command() {
+        let cli = parse(&[
+            "exec", "sb", "--env", "A=1=2", "--cwd", "/tmp", "--", "sh", "-c", "exit 3",
+        ]);
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec: {:?}", cli.command);
+        };
+        let exec = exec_args(args).unwrap();
+        assert_eq!(exec.sandbox, "sb");
+        assert_eq!(exec.cwd.as_deref(), Some("/tmp"));
+        assert_eq!(exec.env.get("A").map(String::as_str), Some("1=2"));
+        assert_eq!(exec.command, "sh");
+        assert_eq!(exec.args, ["-c", "exit 3"]);
+    }
+
+    #[test]
+    fn exec_flags_after_the_command_belong_to_the_command() {
+        let cli = parse(&["exec", "sb", "ls", "-la", "--cwd", "x"]);
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec");
+        };
+        let exec = exec_args(args).unwrap();
+        assert_eq!(exec.cwd, None);
+        assert_eq!(exec.command, "ls");
+        assert_eq!(exec.args, ["-la", "--cwd", "x"]);
+    }
+
+    #[test]
+    fn exec_without_a_command_is_refused() {
+        assert!(Cli::try_parse_from(["paddock", "exec", "sb"]).is_err());
+        assert!(Cli::try_parse_from(["paddock", "exec", "sb", "--"]).is_err());
+    }
+
+    #[test]
+    fn sandboxes_lists_or_registers() {
+        let cli = parse(&["sandboxes", "--json"]);
+        assert!(matches!(
+            cli.command,
+            Command::Sandboxes(SandboxesArgs {
+                json: true,
+                action: None
+            })
+        ));
+        let cli = parse(&[
+            "sandboxes",
+            "register",
+            "box",
+            "--label",
+            "team=a",
+            "--json",
+        ]);
+        let Command::Sandboxes(SandboxesArgs {
+            action: Some(SandboxesAction::Register { name, labels, json }),
+            ..
+        }) = cli.command
+        else {
+            panic!("not register");
+        };
+        assert_eq!(name, "box");
+        assert_eq!(labels, [("team".to_owned(), "a".to_owned())]);
+        assert!(json);
+        assert!(Cli::try_parse_from([
+            "paddock",
+            "sandboxes",
+            "register",
+            "x",
+            "--label",
+            "novalue"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn attach_session_is_optional_and_signals_parse_by_name() {
+        let cli = parse(&["attach", "sb"]);
+        assert!(matches!(
+            cli.command,
+            Command::Attach {
+                session: None,
+                take: false,
+                ..
+            }
+        ));
+        let cli = parse(&["attach", "sb", "7", "--take"]);
+        assert!(matches!(
+            cli.command,
+            Command::Attach {
+                session: Some(7),
+                take: true,
+                ..
+            }
+        ));
+        let cli = parse(&["signal", "sb", "7", "SIGTERM"]);
+        assert!(matches!(
+            cli.command,
+            Command::Signal {
+                signal: Signal::Term,
+                ..
+            }
+        ));
+        let cli = parse(&["signal", "sb", "7", "int"]);
+        assert!(matches!(
+            cli.command,
+            Command::Signal {
+                signal: Signal::Int,
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["paddock", "signal", "sb", "7", "WINCH"]).is_err());
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = parse(&[
+            "watch",
+            "sb",
+            "3",
+            "--url",
+            "http://h:1",
+            "--token",
+            "t",
+            "--from",
+            "5",
+        ]);
+        assert_eq!(cli.url, "http://h:1");
+        assert_eq!(cli.token.as_deref(), Some("t"));
+        assert!(matches!(
+            cli.command,
+            Command::Watch {
+                session: 3,
+                from: 5,
+                ..
+            }
+        ));
+    }
+}
