@@ -1,7 +1,7 @@
 //! One agentd connection: authenticate, handshake, reconcile sessions, then a
 //! reader task (this one) and a writer task, torn down together.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -13,15 +13,17 @@ use futures_util::{SinkExt, StreamExt};
 use paddock_protocol::api::SessionState;
 use paddock_protocol::{
     is_supported, unsupported_version_reason, AgentToControl, ControlToAgent, DataFrame, FrameKind,
-    Hello, LiveSession, ResumeFrom, CLOSE_MALFORMED, CLOSE_REPLACED, CLOSE_UNSUPPORTED_VERSION,
-    FRAME_HEADER_LEN, MAX_CONTROL_FRAME, MAX_DATA_PAYLOAD, PROTOCOL_VERSION,
+    Hello, LiveSession, ResumeFrom, SessionId, CLOSE_MALFORMED, CLOSE_REPLACED,
+    CLOSE_UNSUPPORTED_VERSION, FRAME_HEADER_LEN, MAX_CONTROL_FRAME, MAX_DATA_PAYLOAD,
+    PROTOCOL_VERSION,
 };
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::error::ApiError;
 use crate::fanout::{Ending, SessionLog};
-use crate::hub::{AgentLink, AgentReply, HubError, Outgoing};
+use crate::hub::{AckSlot, AgentLink, AgentReply, HubError, Outgoing};
+use crate::persist::PersistMsg;
 use crate::store::SandboxRow;
 use crate::{clock, AppState};
 
@@ -118,8 +120,8 @@ async fn run(state: AppState, sandbox: SandboxRow, socket: WebSocket) {
         return;
     }
 
-    let resume = match reconcile(&state, &sandbox, &live).await {
-        Ok(resume) => resume,
+    let reconciled = match reconcile(&state, &sandbox, &live).await {
+        Ok(reconciled) => reconciled,
         Err(err) => {
             warn!(error = %err, "could not reconcile the agent's sessions");
             close(&mut sink, 1011, "internal error").await;
@@ -154,7 +156,7 @@ async fn run(state: AppState, sandbox: SandboxRow, socket: WebSocket) {
         },
         sandbox_id: sandbox.id.clone(),
         heartbeat_ms: state.config.heartbeat_ms,
-        resume,
+        resume: reconciled.resume.clone(),
     };
     for dropped in live
         .iter()
@@ -175,7 +177,9 @@ async fn run(state: AppState, sandbox: SandboxRow, socket: WebSocket) {
     }
     info!(peer = %hello.peer, sessions = live.len(), "agent connected");
 
-    let writer = state.tracker.spawn(write_loop(sink, rx_out));
+    let writer = state
+        .tracker
+        .spawn(write_loop(sink, rx_out, link.acks.clone()));
     let reason = read_loop(&state, &sandbox, &link, &mut stream).await;
     match &reason {
         Ok(()) => info!("agent disconnected"),
@@ -205,21 +209,35 @@ async fn run(state: AppState, sandbox: SandboxRow, socket: WebSocket) {
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
 }
 
-/// Matches the sessions agentd still has against the ones the database
-/// expects: returns where to resume each live one; marks the rest lost.
+/// What a (re)connecting agent must be told about the sessions it holds.
+#[derive(Debug, Default)]
+struct Reconciled {
+    /// Live sessions to resume, from the offset the control plane has.
+    resume: Vec<ResumeFrom>,
+    /// Sessions whose exit is already stored: agentd may forget them.
+    recorded: Vec<SessionId>,
+    /// Sessions the control plane does not know (or gave up on): to be dropped.
+    dropped: Vec<SessionId>,
+}
+
+/// Matches the sessions agentd still has against the database: resumes the
+/// live ones where the stored stream ends, and marks the ones agentd no
+/// longer has as lost.
 async fn reconcile(
     state: &AppState,
     sandbox: &SandboxRow,
     live: &[LiveSession],
-) -> Result<Vec<ResumeFrom>, crate::store::StoreError> {
-    let live: HashMap<_, _> = live.iter().map(|l| (l.session_id, l)).collect();
-    let mut resume = Vec::new();
-    for row in state.store.unfinished_sessions(&sandbox.id).await? {
-        match live.get(&row.id) {
-            Some(l) => {
-                let log = state
-                    .hub
-                    .log_or_insert(row.id, || SessionLog::new(&row, l.retained_from));
+) -> Result<Reconciled, crate::store::StoreError> {
+    let mut out = Reconciled::default();
+    let live_ids: HashSet<SessionId> = live.iter().map(|l| l.session_id).collect();
+    for l in live {
+        let row = state
+            .store
+            .get_session(&sandbox.tenant_id, &sandbox.id, l.session_id)
+            .await?;
+        match row {
+            Some(row) if matches!(row.state, SessionState::Starting | SessionState::Running) => {
+                let log = crate::api::load_log(state, &row);
                 log.set_running();
                 log.set_size(l.size);
                 if row.state == SessionState::Starting {
@@ -228,27 +246,56 @@ async fn reconcile(
                         .set_session_state(row.id, SessionState::Running)
                         .await?;
                 }
-                resume.push(ResumeFrom {
+                // Everything below the log's end is stored or queued for the store.
+                out.resume.push(ResumeFrom {
                     session_id: row.id,
                     offset: log.end(),
                 });
             }
-            None => {
-                let end = state.hub.log(row.id).map_or(row.end_offset, |l| l.end());
-                state.store.finish_session(row.id, None, end).await?;
-                if let Some(log) = state.hub.log(row.id) {
-                    log.finish(Ending::Lost(
-                        "the sandbox no longer has this session (agentd restarted)".into(),
-                    ));
-                }
-            }
+            Some(row) if row.state == SessionState::Exited => out.recorded.push(row.id),
+            _ => out.dropped.push(l.session_id),
         }
     }
-    Ok(resume)
+    for row in state.store.unfinished_sessions(&sandbox.id).await? {
+        if live_ids.contains(&row.id) {
+            continue;
+        }
+        let end = state.hub.log(row.id).map_or(row.end_offset, |l| l.end());
+        state.store.finish_session(row.id, None, end).await?;
+        if let Some(log) = state.hub.log(row.id) {
+            log.finish(Ending::Lost(
+                "the sandbox no longer has this session (agentd restarted)".into(),
+            ));
+        }
+    }
+    Ok(out)
 }
 
-async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx_out: mpsc::Receiver<Outgoing>) {
-    while let Some(out) = rx_out.recv().await {
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx_out: mpsc::Receiver<Outgoing>,
+    acks: std::sync::Arc<AckSlot>,
+) {
+    loop {
+        let out = tokio::select! {
+            out = rx_out.recv() => match out {
+                Some(out) => out,
+                None => break,
+            },
+            _ = acks.wait() => {
+                let mut failed = false;
+                for msg in acks.take() {
+                    if sink.send(Message::Text(msg.encode().into())).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed {
+                    break;
+                }
+                continue;
+            }
+        };
         let result = match out {
             Outgoing::Text(text) => sink.send(Message::Text(text.into())).await,
             Outgoing::Binary(bytes) => sink.send(Message::Binary(bytes.into())).await,
@@ -293,7 +340,28 @@ async fn read_loop(
                     return Err("agents may only send output frames".into());
                 }
                 let log = own_log(state, sandbox, frame.session_id)?;
-                log.append(frame.offset, frame.payload);
+                let offset = frame.offset;
+                // The received frame is kept as is and forwarded to every watcher.
+                if let Some(appended) = log.append(offset, bytes) {
+                    if let Some((from, to, reason)) = appended.hole {
+                        persist(
+                            state,
+                            PersistMsg::Gap {
+                                log: log.clone(),
+                                from,
+                                to,
+                                reason,
+                            },
+                        )
+                        .await?;
+                    }
+                    let msg = PersistMsg::Output {
+                        log,
+                        offset: appended.offset,
+                        data: appended.data,
+                    };
+                    persist(state, msg).await?;
+                }
             }
             Message::Text(text) => {
                 let msg = AgentToControl::decode(&text).map_err(|e| e.to_string())?;
@@ -303,6 +371,15 @@ async fn read_loop(
             Message::Ping(_) | Message::Pong(_) => {}
         }
     }
+}
+
+/// Queues a write for the persister, waiting while it is full (flow control).
+async fn persist(state: &AppState, msg: PersistMsg) -> Result<(), String> {
+    state
+        .tx_persist
+        .send(msg)
+        .await
+        .map_err(|_| "the control plane is shutting down".to_owned())
 }
 
 /// The log of a session of this sandbox; another sandbox's session id is a protocol violation.
@@ -341,7 +418,21 @@ async fn handle_message(
             from,
             to,
             reason,
-        } => own_log(state, sandbox, session_id)?.gap(from, to, reason),
+        } => {
+            let log = own_log(state, sandbox, session_id)?;
+            if let Some((from, to)) = log.gap(from, to, reason.clone()) {
+                persist(
+                    state,
+                    PersistMsg::Gap {
+                        log,
+                        from,
+                        to,
+                        reason,
+                    },
+                )
+                .await?;
+            }
+        }
         AgentToControl::SessionExited {
             session_id,
             status,
@@ -349,21 +440,25 @@ async fn handle_message(
         } => {
             let log = own_log(state, sandbox, session_id)?;
             if log.end() < end_offset {
-                log.gap(
-                    log.end(),
-                    end_offset,
-                    "output lost before the session ended".into(),
-                );
+                let reason = "output lost before the session ended".to_owned();
+                if let Some((from, to)) = log.gap(log.end(), end_offset, reason.clone()) {
+                    persist(
+                        state,
+                        PersistMsg::Gap {
+                            log: log.clone(),
+                            from,
+                            to,
+                            reason,
+                        },
+                    )
+                    .await?;
+                }
             }
             debug!(session.id = %session_id, status = %status, "session exited");
-            if let Err(err) = state
-                .store
-                .finish_session(session_id, Some(status), end_offset)
-                .await
-            {
-                warn!(session.id = %session_id, error = %err, "could not record a session's exit");
-            }
             log.finish(Ending::Exited(status));
+            // Stored after the session's output; agentd forgets the session
+            // only once this is committed (`exit_recorded`).
+            persist(state, PersistMsg::Exit { log, status }).await?;
         }
     }
     Ok(())

@@ -4,13 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
 use paddock_protocol::api::{
-    Health, OpenSessionRequest, RegisterSandbox, ResizeRequest, SandboxInfo, SandboxList,
-    SandboxRegistered, SessionInfo, SessionList, SessionState, SignalRequest,
+    Health, OpenSessionRequest, OutputQuery, RegisterSandbox, ResizeRequest, SandboxInfo,
+    SandboxList, SandboxRegistered, SessionInfo, SessionList, SessionState, SignalRequest,
+    GAPS_HEADER,
 };
 use paddock_protocol::{ControlToAgent, ErrorCode, SessionId, TermSize, MAX_NAME_LEN};
 use tracing::info;
@@ -18,7 +22,7 @@ use tracing::info;
 use crate::error::ApiError;
 use crate::fanout::{info_from_row, Ending, SessionLog};
 use crate::hub::{AgentReply, HubError};
-use crate::store::{Principal, SandboxRow, SessionRow};
+use crate::store::{Piece, Principal, SandboxRow, SessionRow};
 use crate::{clock, AppState};
 
 /// How long agentd may take to start a process or answer a request.
@@ -47,6 +51,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/v1/sandboxes/{sandbox}/sessions/{session}/resize",
             post(resize_session),
+        )
+        .route(
+            "/v1/sandboxes/{sandbox}/sessions/{session}/output",
+            get(session_output),
         )
         .route(
             "/v1/sandboxes/{sandbox}/sessions/{session}/stream",
@@ -104,10 +112,10 @@ pub async fn resolve_session(
 }
 
 /// The live log of a session, or one rebuilt from its stored row (after a
-/// restart the output itself is gone until durable storage lands).
+/// restart): its ring starts empty at the stored end of the stream.
 pub fn load_log(state: &AppState, row: &SessionRow) -> Arc<SessionLog> {
     state.hub.log_or_insert(row.id, || {
-        let log = SessionLog::new(row, row.end_offset);
+        let log = SessionLog::new(row, state.config.live_buffer_bytes);
         match (row.state, row.exit) {
             (SessionState::Exited, Some(status)) => log.finish(Ending::Exited(status)),
             (SessionState::Lost, _) | (SessionState::Exited, None) => {
@@ -228,7 +236,9 @@ async fn open_session(
         .create_session(&sandbox, req.command.as_deref(), &req.args, size)
         .await?;
     // The log exists before agentd is asked, so no early output can be lost.
-    let log = state.hub.log_or_insert(row.id, || SessionLog::new(&row, 0));
+    let log = state.hub.log_or_insert(row.id, || {
+        SessionLog::new(&row, state.config.live_buffer_bytes)
+    });
     let id = row.id;
     let reply = state
         .hub
@@ -342,6 +352,86 @@ async fn close_session(
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET …/output?from=&to=`: the stored stream as raw bytes, streamed;
+/// holes listed up front in the `x-paddock-gaps` header.
+async fn session_output(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((sandbox, session)): Path<(String, u64)>,
+    query: Result<Query<OutputQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (_, row) = resolve_session(&state, &principal, &sandbox, SessionId(session)).await?;
+    let log = load_log(&state, &row);
+    let end = log.end();
+    let to = query.to.unwrap_or(end).min(end);
+    let from = query.from.unwrap_or(0).min(to);
+
+    // Holes are known before the body: walk the range once for gap pieces.
+    let mut gaps = Vec::new();
+    let mut cursor = from;
+    while cursor < to {
+        let pieces = log.read_pieces(&state.store, cursor, to).await?;
+        if pieces.is_empty() {
+            break;
+        }
+        for piece in pieces {
+            cursor = match piece {
+                Piece::Data { offset, data, .. } => offset + data.len() as u64,
+                Piece::Gap { from, to, .. } => {
+                    gaps.push(format!("{from}-{to}"));
+                    to
+                }
+            };
+        }
+    }
+
+    let body = futures_util::stream::unfold(Some(from), move |cursor| {
+        let state = state.clone();
+        let log = log.clone();
+        async move {
+            let mut cursor = cursor?;
+            loop {
+                if cursor >= to {
+                    return None;
+                }
+                let pieces = match log.read_pieces(&state.store, cursor, to).await {
+                    Ok(pieces) if !pieces.is_empty() => pieces,
+                    Ok(_) => return None,
+                    Err(err) => {
+                        tracing::error!(error = %err, "could not read stored output");
+                        let err = std::io::Error::other("could not read stored output");
+                        return Some((Err(err), None));
+                    }
+                };
+                let mut chunk = Vec::new();
+                for piece in pieces {
+                    match piece {
+                        Piece::Data { offset, data, .. } => {
+                            chunk.extend_from_slice(&data);
+                            cursor = offset + data.len() as u64;
+                        }
+                        Piece::Gap { to, .. } => cursor = to,
+                    }
+                }
+                if !chunk.is_empty() {
+                    return Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), Some(cursor)));
+                }
+            }
+        }
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&gaps.join(",")) {
+        headers.insert(GAPS_HEADER, value);
+    }
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::store::Durability;
+
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -18,6 +20,10 @@ pub struct Config {
     pub database_url: Option<String>,
     /// How often agentd pings; a link silent for three intervals is dropped.
     pub heartbeat_ms: u64,
+    /// SQLite `synchronous` mode: `full` (default), `normal` or `off`.
+    pub sqlite_synchronous: Durability,
+    /// Bytes of recent output each live session keeps in memory for watchers.
+    pub live_buffer_bytes: usize,
     /// The owner's API token on a fresh database (`PADDOCK_BOOTSTRAP_TOKEN`).
     #[serde(skip)]
     pub bootstrap_token: Option<String>,
@@ -30,6 +36,8 @@ impl Default for Config {
             data_dir: PathBuf::from(".paddock"),
             database_url: None,
             heartbeat_ms: 15_000,
+            sqlite_synchronous: Durability::Full,
+            live_buffer_bytes: 4 * 1024 * 1024,
             bootstrap_token: None,
         }
     }
@@ -42,6 +50,8 @@ impl fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("database_url", &self.database_url)
             .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("sqlite_synchronous", &self.sqlite_synchronous)
+            .field("live_buffer_bytes", &self.live_buffer_bytes)
             .field(
                 "bootstrap_token",
                 &self.bootstrap_token.as_ref().map(|_| "<redacted>"),
@@ -102,6 +112,16 @@ impl Config {
                 "PADDOCK_HEARTBEAT_MS" => {
                     config.heartbeat_ms = parse("PADDOCK_HEARTBEAT_MS", &value)?
                 }
+                "PADDOCK_SQLITE_SYNCHRONOUS" => {
+                    config.sqlite_synchronous =
+                        value.parse().map_err(|message| ConfigError::Invalid {
+                            key: "PADDOCK_SQLITE_SYNCHRONOUS",
+                            message,
+                        })?
+                }
+                "PADDOCK_LIVE_BUFFER_BYTES" => {
+                    config.live_buffer_bytes = parse("PADDOCK_LIVE_BUFFER_BYTES", &value)?
+                }
                 "PADDOCK_BOOTSTRAP_TOKEN" if !value.is_empty() => {
                     config.bootstrap_token = Some(value)
                 }
@@ -126,6 +146,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "heartbeat_ms",
                 message: format!("{} is outside 50..=600000", self.heartbeat_ms),
+            });
+        }
+        if !(64 * 1024..=1024 * 1024 * 1024).contains(&self.live_buffer_bytes) {
+            return Err(ConfigError::Invalid {
+                key: "live_buffer_bytes",
+                message: format!("{} is outside 64 KiB..=1 GiB", self.live_buffer_bytes),
             });
         }
         if let Some(url) = &self.database_url {

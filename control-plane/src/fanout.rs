@@ -1,19 +1,25 @@
-//! Per-session output log and fan-out: one writer (the agent connection),
+//! Per-session live output and fan-out: one writer (the agent connection),
 //! any number of readers (client streams), at most one driver.
 //!
-//! There is no queue per watcher. The log holds the session's whole output
-//! stream (until durable storage lands) and a `watch` channel that ticks on
-//! every change; each client task keeps its own cursor and copies what lies
-//! between its cursor and the end at its own pace. A slow client therefore
-//! costs nobody else anything and never misses a byte; it only falls behind.
+//! There is no queue per watcher. The log keeps a bounded ring of the most
+//! recent output *as encoded frames* and a `watch` channel that ticks on
+//! every change; each client task keeps its own cursor and forwards the very
+//! frame bytes it finds there, so fan-out costs one encode per frame, not
+//! one per watcher. The ring only ever drops bytes that are durably stored:
+//! a reader that asked for `from=` and fell behind reads the store instead
+//! (never skipped); a live reader that fell behind is skipped ahead with a
+//! gap notice and a fresh screen snapshot. A slow client therefore costs
+//! nobody else anything, and memory stays bounded by the ring.
 
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use paddock_protocol::api::{SessionInfo, SessionState};
-use paddock_protocol::{ExitStatus, SandboxId, SessionId, TermSize, MAX_DATA_PAYLOAD};
+use paddock_protocol::{DataFrame, ExitStatus, SandboxId, SessionId, TermSize, FRAME_HEADER_LEN};
 use tokio::sync::watch;
 
-use crate::store::SessionRow;
+use crate::store::{Piece, SessionRow, Store, StoreError};
 
 /// Who drives a session: the client connection and how it is shown to others.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,22 +36,64 @@ pub enum Ending {
     Lost(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GapRecord {
-    pub from: u64,
-    pub to: u64,
-    pub reason: String,
+/// One entry of the ring: a received output frame, or a hole.
+#[derive(Debug, Clone)]
+enum Entry {
+    /// An encoded output frame (header included) whose payload starts at `offset`.
+    Frame { offset: u64, frame: Bytes },
+    Gap {
+        from: u64,
+        to: u64,
+        reason: Arc<str>,
+    },
 }
 
-/// What a reader finds at its cursor.
+impl Entry {
+    fn end(&self) -> u64 {
+        match self {
+            Entry::Frame { offset, frame } => offset + (frame.len() - FRAME_HEADER_LEN) as u64,
+            Entry::Gap { to, .. } => *to,
+        }
+    }
+
+    fn weight(&self) -> usize {
+        match self {
+            Entry::Frame { frame, .. } => frame.len(),
+            Entry::Gap { .. } => 64,
+        }
+    }
+}
+
+/// What [`SessionLog::append`] added: an unexplained hole before the data, if
+/// any, and the new bytes with their offset.
+#[derive(Debug)]
+pub struct Appended {
+    pub hole: Option<(u64, u64, String)>,
+    pub offset: u64,
+    pub data: Bytes,
+}
+
+/// What a reader finds at its cursor in the ring.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReadAt {
-    /// Bytes starting at `offset` (the cursor).
-    Data { offset: u64, bytes: Vec<u8> },
+    /// An encoded output frame whose payload starts exactly at the cursor.
+    Frame { frame: Bytes },
     /// Nothing will ever exist in `[from, to)`; continue at `to`.
     Gap { from: u64, to: u64, reason: String },
-    /// The cursor is at the end of the log.
+    /// The cursor lies before the ring: read the store (or skip ahead).
+    Behind,
+    /// The cursor is at the end of the stream.
     CaughtUp,
+}
+
+/// Terminal sizes are validated to be at least 1 on the wire.
+fn nz(v: u16) -> std::num::NonZeroU16 {
+    std::num::NonZeroU16::new(v).unwrap_or(std::num::NonZeroU16::MIN)
+}
+
+/// The payload of an encoded output frame.
+pub fn payload(frame: &Bytes) -> Bytes {
+    frame.slice(FRAME_HEADER_LEN..)
 }
 
 /// The session's shared state as one reader sees it at one moment.
@@ -61,10 +109,13 @@ pub struct Snapshot {
 
 #[derive(Debug)]
 struct Inner {
-    /// Contiguous runs of output as `(offset, bytes)`, ordered; holes are gaps.
-    chunks: Vec<(u64, Vec<u8>)>,
+    ring: VecDeque<Entry>,
+    ring_weight: usize,
+    /// The lowest offset the ring holds; everything below is in the store.
+    ring_start: u64,
     end: u64,
-    gaps: Vec<GapRecord>,
+    /// Everything below this is durably stored.
+    durable: u64,
     driver: Option<Driver>,
     size: TermSize,
     ending: Option<Ending>,
@@ -72,34 +123,70 @@ struct Inner {
     running: bool,
 }
 
-#[derive(Debug)]
+impl Inner {
+    /// Drops the oldest durable entries while the ring is over `cap`; an
+    /// ended session keeps nothing in memory once all of it is stored.
+    fn evict(&mut self, cap: usize) {
+        let cap = if self.ending.is_some() { 0 } else { cap };
+        while self.ring_weight > cap {
+            match self.ring.front() {
+                Some(front) if front.end() <= self.durable => {
+                    self.ring_weight -= front.weight();
+                    self.ring_start = front.end();
+                    self.ring.pop_front();
+                }
+                _ => break,
+            }
+        }
+        if self.ring.is_empty() {
+            self.ring_start = self.end.min(self.durable);
+        }
+    }
+}
+
+/// The server-side terminal emulator behind screen snapshots. It is fed
+/// lazily, when a snapshot is asked for, so sessions nobody joins late
+/// cost no parsing at all.
+struct Emulator {
+    parser: vt100::Parser,
+    offset: u64,
+}
+
 pub struct SessionLog {
     pub id: SessionId,
     pub sandbox_id: SandboxId,
+    pub tenant_id: String,
     inner: Mutex<Inner>,
     /// Ticks on every change; readers re-check the log when it does.
     tx_changed: watch::Sender<u64>,
+    ring_cap: usize,
+    emulator: tokio::sync::Mutex<Emulator>,
+}
+
+impl std::fmt::Debug for SessionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLog")
+            .field("id", &self.id)
+            .field("sandbox_id", &self.sandbox_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SessionLog {
-    /// A log for a session, starting at `start` (0 unless output before it was lost).
-    pub fn new(row: &SessionRow, start: u64) -> Self {
+    /// A log for a session whose first `row.end_offset` bytes are already stored.
+    pub fn new(row: &SessionRow, ring_cap: usize) -> Self {
         let (tx_changed, _) = watch::channel(0);
-        let mut gaps = Vec::new();
-        if start > 0 {
-            gaps.push(GapRecord {
-                from: 0,
-                to: start,
-                reason: "output before the control plane restarted was not retained".into(),
-            });
-        }
+        let stored = row.end_offset;
         SessionLog {
             id: row.id,
             sandbox_id: row.sandbox_id.clone(),
+            tenant_id: row.tenant_id.clone(),
             inner: Mutex::new(Inner {
-                chunks: Vec::new(),
-                end: start,
-                gaps,
+                ring: VecDeque::new(),
+                ring_weight: 0,
+                ring_start: stored,
+                end: stored,
+                durable: stored,
                 driver: None,
                 size: row.size,
                 ending: None,
@@ -107,6 +194,11 @@ impl SessionLog {
                 running: row.state == SessionState::Running,
             }),
             tx_changed,
+            ring_cap,
+            emulator: tokio::sync::Mutex::new(Emulator {
+                parser: vt100::Parser::new(nz(row.size.rows), nz(row.size.cols), 0),
+                offset: 0,
+            }),
         }
     }
 
@@ -127,92 +219,204 @@ impl SessionLog {
         self.lock().end
     }
 
-    /// Appends output that starts at `offset`. Bytes already held are skipped
-    /// (a replay after reconnect may overlap); a jump forward is recorded as a gap.
-    pub fn append(&self, offset: u64, data: &[u8]) {
-        {
+    pub fn durable(&self) -> u64 {
+        self.lock().durable
+    }
+
+    /// Appends an output frame received from agentd. Bytes already held are
+    /// skipped (a replay after reconnect overlaps); a jump forward becomes a
+    /// gap. Returns what is new — its offset and payload — for the store, or
+    /// `None` when all of it was already held.
+    pub fn append(&self, offset: u64, frame: Bytes) -> Option<Appended> {
+        let len = (frame.len() - FRAME_HEADER_LEN) as u64;
+        let appended = {
             let mut inner = self.lock();
             let end = inner.end;
-            let data_end = offset + data.len() as u64;
-            if data_end <= end {
-                return;
+            if offset + len <= end {
+                return None;
             }
-            let data = if offset < end {
-                &data[(end - offset) as usize..]
+            let mut hole = None;
+            let (start, frame) = if offset < end {
+                let skip = (end - offset) as usize;
+                let rest = &frame[FRAME_HEADER_LEN + skip..];
+                (
+                    end,
+                    Bytes::from(DataFrame::output(self.id, end, rest).encode()),
+                )
             } else {
                 if offset > end {
-                    inner.gaps.push(GapRecord {
+                    let reason: Arc<str> =
+                        "agentd sent output past a hole it did not explain".into();
+                    hole = Some((end, offset, reason.to_string()));
+                    inner.ring_weight += 64;
+                    inner.ring.push_back(Entry::Gap {
                         from: end,
                         to: offset,
-                        reason: "agentd sent output past a hole it did not explain".into(),
+                        reason,
                     });
                 }
-                data
+                (offset, frame)
             };
-            let start = data_end - data.len() as u64;
-            match inner.chunks.last_mut() {
-                Some((chunk_offset, bytes))
-                    if *chunk_offset + bytes.len() as u64 == start
-                        && bytes.len() + data.len() <= MAX_DATA_PAYLOAD =>
-                {
-                    bytes.extend_from_slice(data)
-                }
-                _ => inner.chunks.push((start, data.to_vec())),
+            let data = payload(&frame);
+            inner.ring_weight += frame.len();
+            inner.ring.push_back(Entry::Frame {
+                offset: start,
+                frame,
+            });
+            inner.end = start + data.len() as u64;
+            Appended {
+                hole,
+                offset: start,
+                data,
             }
-            inner.end = data_end;
-        }
+        };
         self.changed();
+        Some(appended)
     }
 
-    /// Records that `[from, to)` will never arrive.
-    pub fn gap(&self, from: u64, to: u64, reason: String) {
-        {
+    /// Records that `[from, to)` will never arrive; returns the part that is new.
+    pub fn gap(&self, from: u64, to: u64, reason: String) -> Option<(u64, u64)> {
+        let recorded = {
             let mut inner = self.lock();
             if to <= inner.end {
-                return;
+                return None;
             }
             let from = from.max(inner.end);
-            inner.gaps.push(GapRecord { from, to, reason });
+            inner.ring_weight += 64;
+            inner.ring.push_back(Entry::Gap {
+                from,
+                to,
+                reason: reason.into(),
+            });
             inner.end = to;
-        }
+            (from, to)
+        };
         self.changed();
+        Some(recorded)
     }
 
-    /// What lies at `cursor`: at most `max` bytes, a gap, or nothing yet.
-    pub fn read(&self, cursor: u64, max: usize) -> ReadAt {
+    /// Everything below `offset` is now durably stored.
+    pub fn set_durable(&self, offset: u64) {
+        let mut inner = self.lock();
+        if offset > inner.durable {
+            inner.durable = offset;
+            inner.evict(self.ring_cap);
+        }
+    }
+
+    /// What the ring holds at `cursor`.
+    pub fn read(&self, cursor: u64) -> ReadAt {
         let inner = self.lock();
         if cursor >= inner.end {
             return ReadAt::CaughtUp;
         }
-        let idx = inner
-            .chunks
-            .partition_point(|(off, bytes)| off + bytes.len() as u64 <= cursor);
-        match inner.chunks.get(idx) {
-            Some((off, bytes)) if *off <= cursor => {
-                let start = (cursor - off) as usize;
-                let stop = bytes.len().min(start + max);
-                ReadAt::Data {
-                    offset: cursor,
-                    bytes: bytes[start..stop].to_vec(),
+        if cursor < inner.ring_start {
+            return ReadAt::Behind;
+        }
+        let idx = inner.ring.partition_point(|e| e.end() <= cursor);
+        match inner.ring.get(idx) {
+            Some(Entry::Frame { offset, frame }) if *offset == cursor => ReadAt::Frame {
+                frame: frame.clone(),
+            },
+            Some(Entry::Frame { offset, frame }) if *offset < cursor => {
+                let skip = (cursor - offset) as usize;
+                let rest = &frame[FRAME_HEADER_LEN + skip..];
+                ReadAt::Frame {
+                    frame: Bytes::from(DataFrame::output(self.id, cursor, rest).encode()),
                 }
             }
-            next => {
-                let hole_end = next.map_or(inner.end, |(off, _)| *off);
-                let (to, reason) = match inner
-                    .gaps
-                    .iter()
-                    .find(|g| g.from <= cursor && cursor < g.to)
-                {
-                    Some(g) => (g.to.min(hole_end), g.reason.clone()),
-                    None => (hole_end, "output not retained".to_owned()),
-                };
-                ReadAt::Gap {
-                    from: cursor,
-                    to,
-                    reason,
+            Some(Entry::Gap { from, to, reason }) if *from <= cursor => ReadAt::Gap {
+                from: cursor,
+                to: *to,
+                reason: reason.to_string(),
+            },
+            // Holes between ring entries cannot happen: entries are contiguous.
+            _ => ReadAt::Behind,
+        }
+    }
+
+    /// The pieces of output at `cursor`, below `to`: from the ring when it
+    /// holds them, else from the store.
+    pub async fn read_pieces(
+        &self,
+        store: &Store,
+        cursor: u64,
+        to: u64,
+    ) -> Result<Vec<Piece>, StoreError> {
+        if cursor >= to {
+            return Ok(Vec::new());
+        }
+        match self.read(cursor) {
+            ReadAt::Frame { frame } => {
+                let mut data = payload(&frame);
+                let whole = data.len() as u64 <= to - cursor;
+                if !whole {
+                    data.truncate((to - cursor) as usize);
+                }
+                Ok(vec![Piece::Data {
+                    offset: cursor,
+                    frame: whole.then_some(frame),
+                    data,
+                }])
+            }
+            ReadAt::Gap {
+                from,
+                to: gap_to,
+                reason,
+            } => Ok(vec![Piece::Gap {
+                from,
+                to: gap_to.min(to),
+                reason,
+            }]),
+            ReadAt::Behind => {
+                let limit = to.min(self.lock().ring_start.max(cursor + 1));
+                store
+                    .read_output(self.id, cursor, limit, 4 * 1024 * 1024)
+                    .await
+            }
+            ReadAt::CaughtUp => Ok(Vec::new()),
+        }
+    }
+
+    /// The current screen, rebuilt by the server-side emulator: the stream
+    /// offset it stands at, the terminal size, and escape sequences that redraw it.
+    pub async fn screen_snapshot(
+        &self,
+        store: &Store,
+    ) -> Result<(u64, TermSize, String), StoreError> {
+        let mut emulator = self.emulator.lock().await;
+        let (target, size) = {
+            let inner = self.lock();
+            (inner.end, inner.size)
+        };
+        let (rows, cols) = emulator.parser.screen().size();
+        if (rows, cols) != (nz(size.rows), nz(size.cols)) {
+            emulator
+                .parser
+                .screen_mut()
+                .set_size(nz(size.rows), nz(size.cols));
+        }
+        while emulator.offset < target {
+            let pieces = self.read_pieces(store, emulator.offset, target).await?;
+            if pieces.is_empty() {
+                break;
+            }
+            for piece in pieces {
+                match piece {
+                    Piece::Data { offset, data, .. } => {
+                        if offset + data.len() as u64 <= emulator.offset {
+                            continue;
+                        }
+                        let skip = emulator.offset.saturating_sub(offset) as usize;
+                        emulator.parser.process(&data[skip..]);
+                        emulator.offset = offset + data.len() as u64;
+                    }
+                    Piece::Gap { to, .. } => emulator.offset = emulator.offset.max(to),
                 }
             }
         }
+        let screen = emulator.parser.screen().state_formatted();
+        Ok((emulator.offset, size, screen))
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -240,6 +444,7 @@ impl SessionLog {
             }
             inner.ending = Some(ending);
             inner.running = false;
+            inner.evict(self.ring_cap);
         }
         self.changed();
     }
@@ -363,54 +568,88 @@ mod tests {
         }
     }
 
-    fn read_all(log: &SessionLog, mut cursor: u64) -> (Vec<u8>, Vec<(u64, u64)>) {
+    fn frame(offset: u64, data: &[u8]) -> Bytes {
+        Bytes::from(DataFrame::output(SessionId(1), offset, data).encode())
+    }
+
+    /// Reads the ring from `cursor` on; `Behind` ends the walk.
+    fn read_all(log: &SessionLog, mut cursor: u64) -> (Vec<u8>, Vec<(u64, u64)>, bool) {
         let mut out = Vec::new();
         let mut gaps = Vec::new();
         loop {
-            match log.read(cursor, 3) {
-                ReadAt::Data { offset, bytes } => {
-                    assert_eq!(offset, cursor);
-                    cursor += bytes.len() as u64;
-                    out.extend(bytes);
+            match log.read(cursor) {
+                ReadAt::Frame { frame } => {
+                    let decoded = DataFrame::decode(&frame).unwrap();
+                    assert_eq!(decoded.offset, cursor);
+                    cursor += decoded.payload.len() as u64;
+                    out.extend_from_slice(decoded.payload);
                 }
                 ReadAt::Gap { from, to, .. } => {
                     gaps.push((from, to));
                     cursor = to;
                 }
-                ReadAt::CaughtUp => return (out, gaps),
+                ReadAt::Behind => return (out, gaps, true),
+                ReadAt::CaughtUp => return (out, gaps, false),
             }
         }
     }
 
     #[test]
-    fn overlapping_replay_is_deduplicated() {
-        let log = SessionLog::new(&row(), 0);
-        log.append(0, b"hello ");
-        log.append(3, b"lo world");
-        log.append(0, b"hel");
+    fn overlapping_replay_is_deduplicated_and_frames_are_shared() {
+        let log = SessionLog::new(&row(), 1 << 20);
+        let first = frame(0, b"hello ");
+        let added = log.append(0, first.clone()).unwrap();
+        assert_eq!((added.offset, &added.data[..]), (0, &b"hello "[..]));
+        let added = log.append(3, frame(3, b"lo world")).unwrap();
+        assert_eq!((added.offset, &added.data[..]), (6, &b"world"[..]));
+        assert!(log.append(0, frame(0, b"hel")).is_none());
         assert_eq!(log.end(), 11);
-        assert_eq!(read_all(&log, 0), (b"hello world".to_vec(), vec![]));
-        assert_eq!(read_all(&log, 6).0, b"world".to_vec());
+        assert_eq!(read_all(&log, 0).0, b"hello world".to_vec());
+        assert_eq!(read_all(&log, 8).0, b"rld".to_vec());
+        // A reader at a frame boundary gets the very bytes that arrived.
+        assert_eq!(log.read(0), ReadAt::Frame { frame: first });
     }
 
     #[test]
     fn holes_are_reported_as_gaps_never_skipped_silently() {
-        let log = SessionLog::new(&row(), 4);
-        log.append(4, b"ab");
-        log.gap(6, 10, "lost".into());
-        log.append(12, b"cd");
-        let (bytes, gaps) = read_all(&log, 0);
+        let log = SessionLog::new(&row(), 1 << 20);
+        log.append(0, frame(0, b"ab"));
+        assert_eq!(log.gap(2, 6, "lost".into()), Some((2, 6)));
+        let added = log.append(8, frame(8, b"cd")).unwrap();
+        assert_eq!(added.hole.map(|h| (h.0, h.1)), Some((6, 8)));
+        let (bytes, gaps, behind) = read_all(&log, 0);
         assert_eq!(bytes, b"abcd".to_vec());
-        assert_eq!(gaps, vec![(0, 4), (6, 10), (10, 12)]);
-        match log.read(7, 10) {
-            ReadAt::Gap { reason, .. } => assert_eq!(reason, "lost"),
+        assert_eq!(gaps, vec![(2, 6), (6, 8)]);
+        assert!(!behind);
+        match log.read(3) {
+            ReadAt::Gap { reason, from, to } => {
+                assert_eq!((reason.as_str(), from, to), ("lost", 3, 6))
+            }
             other => panic!("expected a gap, got {other:?}"),
         }
     }
 
     #[test]
+    fn the_ring_drops_only_durable_bytes() {
+        let log = SessionLog::new(&row(), 64);
+        for i in 0..10u64 {
+            log.append(i * 10, frame(i * 10, &[b'x'; 10]));
+        }
+        // Nothing is durable yet: everything stays, over the cap or not.
+        assert_eq!(read_all(&log, 0).0.len(), 100);
+        log.set_durable(50);
+        assert_eq!(log.read(0), ReadAt::Behind);
+        let (bytes, _, behind) = read_all(&log, 50);
+        assert_eq!((bytes.len(), behind), (50, false));
+        log.set_durable(100);
+        log.finish(Ending::Exited(ExitStatus::code(0)));
+        assert_eq!(log.read(99), ReadAt::Behind);
+        assert_eq!(log.read(100), ReadAt::CaughtUp);
+    }
+
+    #[test]
     fn one_driver_at_a_time_unless_taken_over() {
-        let log = SessionLog::new(&row(), 0);
+        let log = SessionLog::new(&row(), 1024);
         log.drive(1, "alice".into(), false).unwrap();
         assert_eq!(log.drive(2, "bob".into(), false), Err("alice".to_owned()));
         log.drive(2, "bob".into(), true).unwrap();
@@ -423,10 +662,10 @@ mod tests {
 
     #[test]
     fn readers_are_woken_by_changes() {
-        let log = SessionLog::new(&row(), 0);
+        let log = SessionLog::new(&row(), 1024);
         let mut rx = log.subscribe();
         rx.borrow_and_update();
-        log.append(0, b"x");
+        log.append(0, frame(0, b"x"));
         assert!(rx.has_changed().unwrap());
     }
 }

@@ -38,6 +38,57 @@ pub enum HubError {
 
 type Pending = Arc<Mutex<HashMap<RequestId, oneshot::Sender<Result<AgentReply, HubError>>>>>;
 
+/// Acks waiting to be sent to one agent, coalesced: however far the writer
+/// falls behind, this holds at most one offset per session.
+#[derive(Debug, Default)]
+pub struct AckSlot {
+    pending: Mutex<PendingAcks>,
+    notify: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct PendingAcks {
+    offsets: HashMap<SessionId, u64>,
+    exits: Vec<SessionId>,
+}
+
+impl AckSlot {
+    pub fn ack(&self, session: SessionId, offset: u64) {
+        let mut pending = lock(&self.pending);
+        let slot = pending.offsets.entry(session).or_insert(offset);
+        *slot = (*slot).max(offset);
+        drop(pending);
+        self.notify.notify_one();
+    }
+
+    pub fn exit_recorded(&self, session: SessionId) {
+        lock(&self.pending).exits.push(session);
+        self.notify.notify_one();
+    }
+
+    pub async fn wait(&self) {
+        self.notify.notified().await
+    }
+
+    /// The messages to send now: acks first, then exits (an exit's final ack
+    /// must reach agentd before it forgets the session).
+    pub fn take(&self) -> Vec<ControlToAgent> {
+        let mut pending = lock(&self.pending);
+        let mut out: Vec<ControlToAgent> = pending
+            .offsets
+            .drain()
+            .map(|(session_id, offset)| ControlToAgent::Ack { session_id, offset })
+            .collect();
+        out.extend(
+            pending
+                .exits
+                .drain(..)
+                .map(|session_id| ControlToAgent::ExitRecorded { session_id }),
+        );
+        out
+    }
+}
+
 /// One live agent connection as the rest of the control plane sees it.
 #[derive(Debug, Clone)]
 pub struct AgentLink {
@@ -46,6 +97,7 @@ pub struct AgentLink {
     /// are small; output flows the other way).
     pub tx_out: mpsc::Sender<Outgoing>,
     pub pending: Pending,
+    pub acks: Arc<AckSlot>,
     last_seen_ms: Arc<AtomicU64>,
 }
 
@@ -55,6 +107,7 @@ impl AgentLink {
             conn_id,
             tx_out,
             pending: Arc::default(),
+            acks: Arc::default(),
             last_seen_ms: Arc::default(),
         };
         link.seen();

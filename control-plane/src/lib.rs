@@ -14,6 +14,7 @@ pub mod config;
 mod error;
 mod fanout;
 mod hub;
+mod persist;
 mod store;
 mod stream;
 pub mod up;
@@ -36,6 +37,8 @@ pub struct AppState {
     store: Store,
     hub: Arc<Hub>,
     config: Arc<Config>,
+    /// Output and exits on their way to the store, in arrival order.
+    tx_persist: tokio::sync::mpsc::Sender<persist::PersistMsg>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -43,6 +46,7 @@ pub struct AppState {
 /// A control plane ready to serve.
 pub struct App {
     state: AppState,
+    persister: tokio::task::JoinHandle<()>,
     /// The owner token generated on a fresh database, to be shown once.
     pub generated_token: Option<String>,
 }
@@ -57,7 +61,7 @@ impl App {
                 config.data_dir.display()
             )
         })?;
-        let store = Store::open(&config.database_url())
+        let store = Store::open(&config.database_url(), config.sqlite_synchronous)
             .await
             .with_context(|| format!("could not open database {}", config.database_url()))?;
         let mut generated_token = None;
@@ -72,22 +76,28 @@ impl App {
             };
             store.ensure_owner_token(&token).await?;
         }
+        let hub: Arc<Hub> = Arc::default();
+        let (tx_persist, rx_persist) = tokio::sync::mpsc::channel(persist::PERSIST_QUEUE);
+        let persister =
+            persist::spawn_persister(store.clone(), hub.clone(), rx_persist, shutdown.clone());
         let state = AppState {
             store,
-            hub: Arc::default(),
+            hub,
             config: Arc::new(config),
+            tx_persist,
             shutdown,
             tracker: TaskTracker::new(),
         };
         Ok(App {
             state,
+            persister,
             generated_token,
         })
     }
 
     /// Serves HTTP and WebSockets on `listener` until shutdown is cancelled,
     /// then waits (at most 5 s) for connection tasks to finish.
-    pub async fn serve(&self, listener: TcpListener) -> anyhow::Result<()> {
+    pub async fn serve(self, listener: TcpListener) -> anyhow::Result<()> {
         let router = api::router().with_state(self.state.clone());
         let shutdown = self.state.shutdown.clone();
         axum::serve(listener, router)
@@ -100,6 +110,14 @@ impl App {
             .is_err()
         {
             tracing::warn!("connection tasks still running after 5 s; exiting anyway");
+        }
+        // Agent connections are gone: the persister stores what is queued and stops.
+        drop(self.state);
+        if tokio::time::timeout(Duration::from_secs(10), self.persister)
+            .await
+            .is_err()
+        {
+            tracing::warn!("output still queued for the store after 10 s; exiting anyway");
         }
         Ok(())
     }

@@ -8,11 +8,14 @@ use std::str::FromStr;
 
 use paddock_protocol::api::{SandboxInfo, SandboxStatus, SessionState};
 use paddock_protocol::{ExitStatus, SandboxId, SessionId, TermSize};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
 use crate::auth::{hash_token, new_token, TokenKind};
 use crate::clock::now_rfc3339;
+
+mod output;
+pub use output::{Piece, SessionWrite};
 
 /// The one tenant that exists until multi-tenancy lands.
 pub const DEFAULT_TENANT: &str = "default";
@@ -82,6 +85,7 @@ pub struct SessionRow {
     pub created_at: String,
     pub ended_at: Option<String>,
     pub exit: Option<ExitStatus>,
+    /// The durable end of the output stream: everything below is stored.
     pub end_offset: u64,
 }
 
@@ -90,12 +94,53 @@ pub struct Store {
     pool: SqlitePool,
 }
 
+/// SQLite's `synchronous` setting: how hard a commit pushes data to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// fsync on every commit: committed output survives a power cut.
+    Full,
+    /// fsync at WAL checkpoints: committed output survives the control plane
+    /// being killed, not necessarily the machine losing power.
+    Normal,
+    /// No fsync at all (benchmarks only).
+    Off,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Full => "full",
+            Durability::Normal => "normal",
+            Durability::Off => "off",
+        }
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "full" => Ok(Durability::Full),
+            "normal" => Ok(Durability::Normal),
+            "off" => Ok(Durability::Off),
+            other => Err(format!("`{other}` is not one of full, normal, off")),
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `url` and applies migrations.
-    pub async fn open(url: &str) -> Result<Store> {
+    pub async fn open(url: &str, durability: Durability) -> Result<Store> {
+        let synchronous = match durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+            Durability::Off => SqliteSynchronous::Off,
+        };
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
@@ -329,6 +374,8 @@ impl Store {
     }
 
     /// Records how a session ended. `status` is `None` when it was lost.
+    /// (Exits reported by agentd are recorded with the output, in
+    /// [`Store::write_output`], so they are never stored ahead of it.)
     pub async fn finish_session(
         &self,
         id: SessionId,
@@ -403,7 +450,7 @@ const SANDBOX_COLUMNS: &str =
     "SELECT id, tenant_id, name, labels, created_at, last_seen_at, agent_version FROM sandboxes";
 
 const SESSION_COLUMNS: &str = "SELECT id, tenant_id, sandbox_id, command, args, cols, rows, state,
-     created_at, ended_at, exit_code, exit_signal, end_offset FROM sessions";
+     created_at, ended_at, exit_code, exit_signal, stored_offset AS end_offset FROM sessions";
 
 fn sandbox_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SandboxRow> {
     let labels: String = row.try_get("labels")?;
@@ -474,7 +521,9 @@ mod tests {
 
     async fn temp_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&Store::sqlite_url(dir.path())).await.unwrap();
+        let store = Store::open(&Store::sqlite_url(dir.path()), Durability::Normal)
+            .await
+            .unwrap();
         (dir, store)
     }
 
@@ -568,8 +617,59 @@ mod tests {
             .unwrap();
         assert_eq!(row.state, SessionState::Exited);
         assert_eq!(row.exit, Some(ExitStatus::code(3)));
-        assert_eq!(row.end_offset, 42);
+        // The durable end moves only with stored output, never with a claim.
+        assert_eq!(row.end_offset, 0);
         assert_eq!(row.args, vec!["-c".to_owned(), "exit 3".to_owned()]);
         assert!(store.unfinished_sessions(&sb.id).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn output_is_read_back_byte_exact_with_its_gaps() {
+        let (_dir, store) = temp_store().await;
+        let (sb, _) = store
+            .create_sandbox(DEFAULT_TENANT, "s", &BTreeMap::new(), None)
+            .await
+            .unwrap();
+        let s = store
+            .create_session(&sb, None, &[], TermSize::DEFAULT)
+            .await
+            .unwrap();
+        let mut write = SessionWrite {
+            tenant_id: DEFAULT_TENANT.into(),
+            session_id: Some(s.id),
+            ..SessionWrite::default()
+        };
+        write.push_data(0, b"hello ");
+        write.push_data(6, b"world");
+        write.push_gap(11, 20, "cap exceeded".into());
+        write.push_data(20, b"!");
+        write.exit = Some(ExitStatus::code(7));
+        store.write_output(&[write]).await.unwrap();
+
+        let row = store
+            .get_session(DEFAULT_TENANT, &sb.id, s.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (row.end_offset, row.state, row.exit),
+            (21, SessionState::Exited, Some(ExitStatus::code(7)))
+        );
+        let pieces = store.read_output(s.id, 3, 21, 1 << 20).await.unwrap();
+        let mut text = Vec::new();
+        let mut gaps = Vec::new();
+        for piece in pieces {
+            match piece {
+                Piece::Data { data, .. } => text.extend_from_slice(&data),
+                Piece::Gap { from, to, reason } => gaps.push((from, to, reason)),
+            }
+        }
+        assert_eq!(text, b"lo world!".to_vec());
+        assert_eq!(gaps, vec![(11, 20, "cap exceeded".to_owned())]);
+        // A range that ends inside a chunk is cut there.
+        let pieces = store.read_output(s.id, 0, 4, 1 << 20).await.unwrap();
+        assert!(
+            matches!(&pieces[..], [Piece::Data { offset: 0, data, .. }] if &data[..] == b"hell")
+        );
     }
 }

@@ -27,8 +27,10 @@ use crate::agent_conn::truncate;
 use crate::api::{load_log, resolve_session};
 use crate::error::ApiError;
 use crate::fanout::{Ending, ReadAt, SessionLog};
+use crate::store::Piece;
 use crate::store::{Principal, SessionRow};
 use crate::AppState;
+use bytes::Bytes;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes sent to one client before it re-checks driver, size and shutdown.
@@ -142,7 +144,24 @@ async fn run(
     debug!(mode = ?query.mode, peer = %hello.peer, "client joined");
 
     let end = log.end();
-    let from = query.from.unwrap_or(end).min(end);
+    let (pace, from) = match query.from {
+        Some(from) => (Pace::Replay, from.min(end)),
+        None => (Pace::Live, end),
+    };
+    // A live joiner's stream starts where its snapshot stands.
+    let snapshot = match pace {
+        Pace::Live => match log.screen_snapshot(&state.store).await {
+            Ok(snapshot) => Some(snapshot),
+            Err(err) => {
+                tracing::error!(error = %err, "could not rebuild the screen");
+                close(&mut sink, 1011, "could not rebuild the screen").await;
+                log.leave(client_id);
+                return;
+            }
+        },
+        Pace::Replay => None,
+    };
+    let from = snapshot.as_ref().map_or(from, |s| s.0);
     let welcome = ControlToClient::Welcome {
         hello: Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -153,7 +172,19 @@ async fn run(
         mode: query.mode,
         from,
     };
-    if send(&mut sink, &welcome).await {
+    let mut ok = send(&mut sink, &welcome).await;
+    if let (true, Some((offset, size, screen))) = (ok, snapshot) {
+        ok = send(
+            &mut sink,
+            &ControlToClient::Snapshot {
+                offset,
+                size,
+                screen,
+            },
+        )
+        .await;
+    }
+    if ok {
         let done = CancellationToken::new();
         let reader = state.tracker.spawn(read_loop(
             state.clone(),
@@ -162,7 +193,10 @@ async fn run(
             stream,
             done.clone(),
         ));
-        write_loop(&state, &log, client_id, from, query.mode, &mut sink, &done).await;
+        write_loop(
+            &state, &log, client_id, from, pace, query.mode, &mut sink, &done,
+        )
+        .await;
         done.cancel();
         if let Ok(Some(reason)) = reader.await {
             close(&mut sink, CLOSE_MALFORMED, &reason).await;
@@ -172,12 +206,23 @@ async fn run(
     debug!("client left");
 }
 
+/// How a client reads the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// Asked for `from=`: never skipped; served from the store when behind.
+    Replay,
+    /// Joined live: skipped ahead (gap + snapshot) when it falls behind the ring.
+    Live,
+}
+
 /// Follows the log from `cursor`, sending output, events, and the ending.
+#[allow(clippy::too_many_arguments)]
 async fn write_loop(
     state: &AppState,
     log: &SessionLog,
     client_id: u64,
     mut cursor: u64,
+    pace: Pace,
     mut mode: StreamMode,
     sink: &mut Sink,
     done: &CancellationToken,
@@ -190,22 +235,55 @@ async fn write_loop(
         rx_changed.borrow_and_update();
         let mut sent = 0;
         while sent < BURST {
-            match log.read(cursor, MAX_DATA_PAYLOAD) {
-                ReadAt::Data { offset, bytes } => {
-                    let frame = DataFrame::output(log.id, offset, &bytes).encode();
-                    if sink.send(Message::Binary(frame.into())).await.is_err() {
+            let end = log.end();
+            let pieces = match (pace, log.read(cursor)) {
+                (_, ReadAt::CaughtUp) => break,
+                (Pace::Live, ReadAt::Behind) => {
+                    match skip_ahead(state, log, cursor, sink).await {
+                        Some(next) => cursor = next,
+                        None => return,
+                    }
+                    continue;
+                }
+                _ => match log.read_pieces(&state.store, cursor, end).await {
+                    Ok(pieces) if !pieces.is_empty() => pieces,
+                    Ok(_) => break,
+                    Err(err) => {
+                        tracing::error!(error = %err, "could not read stored output");
+                        close(sink, 1011, "could not read stored output").await;
                         return;
                     }
-                    cursor += bytes.len() as u64;
-                    sent += bytes.len();
-                }
-                ReadAt::Gap { from, to, reason } => {
-                    if !send(sink, &ControlToClient::Gap { from, to, reason }).await {
-                        return;
+                },
+            };
+            for piece in pieces {
+                match piece {
+                    Piece::Data {
+                        offset,
+                        data,
+                        frame,
+                    } => {
+                        // Frames from the ring go out as received: one encode for all clients.
+                        let frames = match frame {
+                            Some(frame) => vec![frame],
+                            None => DataFrame::chunks(log.id, offset, &data)
+                                .map(|f| Bytes::from(f.encode()))
+                                .collect(),
+                        };
+                        for frame in frames {
+                            if sink.send(Message::Binary(frame)).await.is_err() {
+                                return;
+                            }
+                        }
+                        cursor = offset + data.len() as u64;
+                        sent += data.len();
                     }
-                    cursor = to;
+                    Piece::Gap { from, to, reason } => {
+                        if !send(sink, &ControlToClient::Gap { from, to, reason }).await {
+                            return;
+                        }
+                        cursor = to;
+                    }
                 }
-                ReadAt::CaughtUp => break,
             }
         }
 
@@ -268,6 +346,40 @@ async fn write_loop(
             }
         }
     }
+}
+
+/// A live client fell behind the ring: tell it what it skips, redraw its
+/// screen, and continue from there.
+async fn skip_ahead(
+    state: &AppState,
+    log: &SessionLog,
+    cursor: u64,
+    sink: &mut Sink,
+) -> Option<u64> {
+    let (offset, size, screen) = match log.screen_snapshot(&state.store).await {
+        Ok(snapshot) => snapshot,
+        Err(err) => {
+            tracing::error!(error = %err, "could not rebuild the screen");
+            close(sink, 1011, "could not rebuild the screen").await;
+            return None;
+        }
+    };
+    debug!(
+        from = cursor,
+        to = offset,
+        "live client fell behind; skipping ahead"
+    );
+    let gap = ControlToClient::Gap {
+        from: cursor,
+        to: offset,
+        reason: "skipped ahead: this client fell behind live output".into(),
+    };
+    let snapshot = ControlToClient::Snapshot {
+        offset,
+        size,
+        screen,
+    };
+    (send(sink, &gap).await && send(sink, &snapshot).await).then_some(offset)
 }
 
 /// Takes input and resizes from the client; only the driver's are applied.

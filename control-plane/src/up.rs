@@ -240,6 +240,7 @@ impl LocalAgent {
             .env("PADDOCK_AGENTD_CONTROL_PLANE", &self.url)
             .env("PADDOCK_AGENTD_TOKEN", &self.token)
             .env("PADDOCK_AGENTD_WORKDIR", self.dir.join("work"))
+            .env("PADDOCK_AGENTD_STATE_DIR", self.dir.join("state"))
             .current_dir(self.dir.join("work"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -147,9 +147,39 @@ pub struct StreamQuery {
     /// With `mode=attach`: take over from the current driver, who becomes a watcher.
     #[serde(default)]
     pub take: bool,
-    /// Replay output from this offset; live output only when absent.
+    /// Replay stored output from this offset and never skip any. When
+    /// absent, the client joins live: a `snapshot` of the screen first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<u64>,
+}
+
+/// Query of `GET /v1/sandboxes/{id}/sessions/{session}/output`: the stored
+/// output in `[from, to)` as `application/octet-stream`. Holes in that range
+/// are listed in the `x-paddock-gaps` response header as `from-to` pairs
+/// separated by commas; the body holds the bytes that exist, in order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u64>,
+}
+
+/// Response header of the output endpoint listing holes in the range.
+pub const GAPS_HEADER: &str = "x-paddock-gaps";
+
+impl StreamQuery {
+    /// The query string, e.g. `mode=attach&take=true&from=0`.
+    pub fn to_query_string(&self) -> String {
+        let mut q = format!("mode={}", self.mode.as_str());
+        if self.take {
+            q.push_str("&take=true");
+        }
+        if let Some(from) = self.from {
+            q.push_str(&format!("&from={from}"));
+        }
+        q
+    }
 }
 
 fn default_mode() -> StreamMode {

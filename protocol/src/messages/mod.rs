@@ -142,6 +142,11 @@ pub enum ControlToAgent {
     },
     /// Forget a session agentd reported in its hello that the control plane does not know.
     DropSession { session_id: SessionId },
+    /// Every output byte of the session below `offset` is durably stored:
+    /// agentd may discard it. Acks only ever move forward.
+    Ack { session_id: SessionId, offset: u64 },
+    /// The session's exit is durably stored: agentd may forget the session.
+    ExitRecorded { session_id: SessionId },
 }
 
 /// Where the control plane wants a live session's output replayed from.
@@ -174,6 +179,15 @@ pub enum StreamMode {
     Attach,
 }
 
+impl StreamMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamMode::Watch => "watch",
+            StreamMode::Attach => "attach",
+        }
+    }
+}
+
 /// Messages the control plane sends to a client on a session stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -195,8 +209,17 @@ pub enum ControlToClient {
     },
     /// The session's PTY size changed.
     Resized { size: TermSize },
-    /// Output in `[from, to)` was lost and will never be delivered.
+    /// Output in `[from, to)` was lost and will never be delivered, or this
+    /// client fell behind and skips it (a `snapshot` follows).
     Gap { from: u64, to: u64, reason: String },
+    /// The screen as it stands at stream offset `offset`: escape sequences
+    /// that redraw it (contents, attributes, cursor, modes) on a terminal of
+    /// `size`. Output frames from `offset` on follow.
+    Snapshot {
+        offset: u64,
+        size: TermSize,
+        screen: String,
+    },
     /// The session ended; every output byte up to `end_offset` was sent before this.
     Exited { status: ExitStatus, end_offset: u64 },
     /// A refusal or failure; the connection closes after it.
@@ -345,7 +368,9 @@ impl ControlToAgent {
             ControlToAgent::ResizeSession { size, .. } => size.validate(),
             ControlToAgent::SignalSession { .. }
             | ControlToAgent::CloseSession { .. }
-            | ControlToAgent::DropSession { .. } => Ok(()),
+            | ControlToAgent::DropSession { .. }
+            | ControlToAgent::Ack { .. }
+            | ControlToAgent::ExitRecorded { .. } => Ok(()),
         }
     }
 }
@@ -371,6 +396,10 @@ impl ControlToClient {
                 None => Ok(()),
             },
             ControlToClient::Resized { size } => size.validate(),
+            ControlToClient::Snapshot { size, screen, .. } => {
+                size.validate()?;
+                check_str("screen", screen, MAX_CONTROL_FRAME)
+            }
             ControlToClient::Error { message, .. } => check_str("message", message, MAX_STRING_LEN),
             ControlToClient::Exited { .. } => Ok(()),
         }

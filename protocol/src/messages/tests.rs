@@ -147,6 +147,19 @@ fn control_to_agent_golden() {
         r#"{"type":"close_session","request_id":5,"session_id":4}"#,
     );
     golden_control(
+        ControlToAgent::Ack {
+            session_id: SessionId(4),
+            offset: 65536,
+        },
+        r#"{"type":"ack","session_id":4,"offset":65536}"#,
+    );
+    golden_control(
+        ControlToAgent::ExitRecorded {
+            session_id: SessionId(4),
+        },
+        r#"{"type":"exit_recorded","session_id":4}"#,
+    );
+    golden_control(
         ControlToAgent::DropSession {
             session_id: SessionId(8),
         },
@@ -225,6 +238,14 @@ fn control_to_client_golden() {
             reason: "lost while the sandbox was disconnected".to_owned(),
         },
         r#"{"type":"gap","from":0,"to":7,"reason":"lost while the sandbox was disconnected"}"#,
+    );
+    golden_to_client(
+        ControlToClient::Snapshot {
+            offset: 4096,
+            size: TermSize { cols: 80, rows: 24 },
+            screen: "\u{1b}[H\u{1b}[2Jhello".to_owned(),
+        },
+        r#"{"type":"snapshot","offset":4096,"size":{"cols":80,"rows":24},"screen":"\u001b[H\u001b[2Jhello"}"#,
     );
     golden_to_client(
         ControlToClient::Exited {

@@ -1,0 +1,256 @@
+//! Durable terminal output: chunks and gap records per session, written in
+//! batches (one transaction per batch, whatever the number of sessions) and
+//! read back by offset range.
+
+use bytes::Bytes;
+use paddock_protocol::{ExitStatus, SessionId};
+use sqlx::Row;
+
+use super::{now_rfc3339, Result, Store};
+
+/// Largest chunk stored in one row; consecutive output of a session within a
+/// batch is coalesced up to this size.
+pub const MAX_CHUNK: usize = 256 * 1024;
+
+/// A stretch of stored output, or a hole in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// Bytes starting at `offset`; `frame` is the encoded output frame when
+    /// the bytes came whole from the live ring (forwarded without re-encoding).
+    Data {
+        offset: u64,
+        data: Bytes,
+        frame: Option<Bytes>,
+    },
+    Gap {
+        from: u64,
+        to: u64,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GapRow {
+    pub from: u64,
+    pub to: u64,
+    pub reason: String,
+}
+
+/// Everything one batch writes for one session.
+#[derive(Debug, Default)]
+pub struct SessionWrite {
+    pub tenant_id: String,
+    pub session_id: Option<SessionId>,
+    pub chunks: Vec<(u64, Vec<u8>)>,
+    pub gaps: Vec<GapRow>,
+    /// The durable end of the stream once this write commits.
+    pub stored_offset: u64,
+    /// The session's exit, recorded after its output.
+    pub exit: Option<ExitStatus>,
+}
+
+impl SessionWrite {
+    pub fn push_data(&mut self, offset: u64, data: &[u8]) {
+        match self.chunks.last_mut() {
+            Some((start, bytes))
+                if *start + bytes.len() as u64 == offset
+                    && bytes.len() + data.len() <= MAX_CHUNK =>
+            {
+                bytes.extend_from_slice(data)
+            }
+            _ => self.chunks.push((offset, data.to_vec())),
+        }
+        self.stored_offset = self.stored_offset.max(offset + data.len() as u64);
+    }
+
+    pub fn push_gap(&mut self, from: u64, to: u64, reason: String) {
+        self.gaps.push(GapRow { from, to, reason });
+        self.stored_offset = self.stored_offset.max(to);
+    }
+}
+
+impl Store {
+    /// Writes a batch in one transaction. Nothing is durable (and nothing
+    /// may be acked) until this returns `Ok`.
+    pub async fn write_output(&self, writes: &[SessionWrite]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for write in writes {
+            let Some(id) = write.session_id else { continue };
+            let id = id.0 as i64;
+            for (start, data) in &write.chunks {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO output_chunks (tenant_id, session_id, start, data)
+                     VALUES (?, ?, ?, ?)",
+                )
+                .bind(&write.tenant_id)
+                .bind(id)
+                .bind(*start as i64)
+                .bind(data.as_slice())
+                .execute(&mut *tx)
+                .await?;
+            }
+            for gap in &write.gaps {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO output_gaps (tenant_id, session_id, start, stop, reason)
+                     VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(&write.tenant_id)
+                .bind(id)
+                .bind(gap.from as i64)
+                .bind(gap.to as i64)
+                .bind(&gap.reason)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "UPDATE sessions SET stored_offset = MAX(stored_offset, ?) WHERE id = ? AND tenant_id = ?",
+            )
+            .bind(write.stored_offset as i64)
+            .bind(id)
+            .bind(&write.tenant_id)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(status) = write.exit {
+                sqlx::query(
+                    "UPDATE sessions SET state = 'exited', ended_at = COALESCE(ended_at, ?),
+                     exit_code = ?, exit_signal = ?, end_offset = ? WHERE id = ? AND tenant_id = ?",
+                )
+                .bind(now_rfc3339())
+                .bind(status.code)
+                .bind(status.signal)
+                .bind(write.stored_offset as i64)
+                .bind(id)
+                .bind(&write.tenant_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stored output of a session in `[from, to)`, at most about `max_bytes`
+    /// of it, as data and gap pieces in order starting exactly at `from`. A
+    /// hole with no gap record (which should not happen) is reported as one.
+    pub async fn read_output(
+        &self,
+        session: SessionId,
+        from: u64,
+        to: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Piece>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT start, data FROM output_chunks
+             WHERE session_id = ? AND start > ? AND start < ? ORDER BY start LIMIT ?",
+        )
+        .bind(session.0 as i64)
+        .bind(from as i64 - MAX_CHUNK as i64)
+        .bind(to as i64)
+        .bind((max_bytes / MAX_CHUNK).max(1) as i64 + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let gaps = self.output_gaps(session, from, to).await?;
+
+        let mut pieces = Vec::new();
+        let mut cursor = from;
+        let mut total = 0;
+        for row in rows {
+            let start = row.try_get::<i64, _>("start")? as u64;
+            let data: Vec<u8> = row.try_get("data")?;
+            let stop = start + data.len() as u64;
+            if stop <= cursor {
+                continue;
+            }
+            if start > cursor {
+                push_holes(&mut pieces, &gaps, cursor, start);
+                cursor = start;
+            }
+            let lo = (cursor - start) as usize;
+            let hi = (to.min(stop) - start) as usize;
+            let data = Bytes::from(data).slice(lo..hi);
+            total += data.len();
+            cursor += data.len() as u64;
+            pieces.push(Piece::Data {
+                offset: cursor - data.len() as u64,
+                data,
+                frame: None,
+            });
+            if cursor >= to || total >= max_bytes {
+                return Ok(pieces);
+            }
+        }
+        // Past the last chunk read: holes up to the next chunk, if gaps explain them.
+        if pieces.is_empty() || total < max_bytes {
+            let next_chunk = self.next_chunk_start(session, cursor, to).await?;
+            if next_chunk > cursor {
+                push_holes(&mut pieces, &gaps, cursor, next_chunk);
+            }
+        }
+        Ok(pieces)
+    }
+
+    async fn next_chunk_start(&self, session: SessionId, from: u64, to: u64) -> Result<u64> {
+        let row = sqlx::query(
+            "SELECT MIN(start) AS start FROM output_chunks WHERE session_id = ? AND start >= ? AND start < ?",
+        )
+        .bind(session.0 as i64)
+        .bind(from as i64)
+        .bind(to as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row
+            .try_get::<Option<i64>, _>("start")?
+            .map_or(to, |s| s as u64))
+    }
+
+    /// Gap records of a session overlapping `[from, to)`.
+    pub async fn output_gaps(&self, session: SessionId, from: u64, to: u64) -> Result<Vec<GapRow>> {
+        let rows = sqlx::query(
+            "SELECT start, stop, reason FROM output_gaps
+             WHERE session_id = ? AND stop > ? AND start < ? ORDER BY start",
+        )
+        .bind(session.0 as i64)
+        .bind(from as i64)
+        .bind(to as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(GapRow {
+                    from: row.try_get::<i64, _>("start")? as u64,
+                    to: row.try_get::<i64, _>("stop")? as u64,
+                    reason: row.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Gap pieces covering `[from, to)`, with the recorded reasons where known.
+fn push_holes(pieces: &mut Vec<Piece>, gaps: &[GapRow], from: u64, to: u64) {
+    let mut cursor = from;
+    while cursor < to {
+        let (stop, reason) = match gaps.iter().find(|g| g.from <= cursor && cursor < g.to) {
+            Some(g) => (g.to.min(to), g.reason.clone()),
+            None => {
+                let next = gaps
+                    .iter()
+                    .filter(|g| g.from > cursor)
+                    .map(|g| g.from)
+                    .min()
+                    .unwrap_or(to)
+                    .min(to);
+                (next, "output not stored".to_owned())
+            }
+        };
+        pieces.push(Piece::Gap {
+            from: cursor,
+            to: stop,
+            reason,
+        });
+        cursor = stop;
+    }
+}
