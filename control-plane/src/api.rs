@@ -369,24 +369,15 @@ async fn session_output(
     let to = query.to.unwrap_or(end).min(end);
     let from = query.from.unwrap_or(0).min(to);
 
-    // Holes are known before the body: walk the range once for gap pieces.
-    let mut gaps = Vec::new();
-    let mut cursor = from;
-    while cursor < to {
-        let pieces = log.read_pieces(&state.store, cursor, to).await?;
-        if pieces.is_empty() {
-            break;
-        }
-        for piece in pieces {
-            cursor = match piece {
-                Piece::Data { offset, data, .. } => offset + data.len() as u64,
-                Piece::Gap { from, to, .. } => {
-                    gaps.push(format!("{from}-{to}"));
-                    to
-                }
-            };
-        }
-    }
+    // Holes are known before the body: stored gap records plus the live ring's.
+    let mut holes = state.store.output_gaps(row.id, from, to).await?;
+    holes.extend(log.ring_gaps(from, to));
+    holes.sort_by_key(|g| g.from);
+    holes.dedup_by_key(|g| g.from);
+    let gaps: Vec<String> = holes
+        .iter()
+        .map(|g| format!("{}-{}", g.from.max(from), g.to.min(to)))
+        .collect();
 
     let body = futures_util::stream::unfold(Some(from), move |cursor| {
         let state = state.clone();

@@ -19,7 +19,7 @@ use paddock_protocol::api::{SessionInfo, SessionState};
 use paddock_protocol::{DataFrame, ExitStatus, SandboxId, SessionId, TermSize, FRAME_HEADER_LEN};
 use tokio::sync::watch;
 
-use crate::store::{Piece, SessionRow, Store, StoreError};
+use crate::store::{GapRow, Piece, SessionRow, Store, StoreError};
 
 /// Who drives a session: the client connection and how it is shown to others.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,6 +333,22 @@ impl SessionLog {
             // Holes between ring entries cannot happen: entries are contiguous.
             _ => ReadAt::Behind,
         }
+    }
+
+    /// Gap entries of the ring overlapping `[from, to)`.
+    pub fn ring_gaps(&self, from: u64, to: u64) -> Vec<GapRow> {
+        self.lock()
+            .ring
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Gap { from: f, to: t, reason } if *t > from && *f < to => Some(GapRow {
+                    from: *f,
+                    to: *t,
+                    reason: reason.to_string(),
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The pieces of output at `cursor`, below `to`: from the ring when it

@@ -15,7 +15,7 @@ use crate::auth::{hash_token, new_token, TokenKind};
 use crate::clock::now_rfc3339;
 
 mod output;
-pub use output::{Piece, SessionWrite};
+pub use output::{GapRow, Piece, SessionWrite};
 
 /// The one tenant that exists until multi-tenancy lands.
 pub const DEFAULT_TENANT: &str = "default";
