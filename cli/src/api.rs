@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use paddock_protocol::api::{
-    ErrorBody, OpenSessionRequest, RegisterSandbox, SandboxList, SandboxRegistered, SessionInfo,
-    SessionList, SignalRequest,
+    ErrorBody, OpenSessionRequest, OutputQuery, RegisterSandbox, SandboxList, SandboxRegistered,
+    SessionInfo, SessionList, SignalRequest,
 };
 use paddock_protocol::{ErrorCode, SessionId, Signal};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
@@ -17,6 +17,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a whole request may take; opening a session waits for agentd,
 /// and the control plane answers `timeout` itself well before this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a download whose body is streamed may take in all; what bounds
+/// it in practice is the time each chunk may take (see `logs`).
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// What a request was about, so that an error can name it and suggest the next step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,6 +264,40 @@ impl Client {
         Ok(())
     }
 
+    /// Starts `GET .../output`: the session's stored output in the query's
+    /// range. The answer's body is left to the caller to stream.
+    pub async fn session_output(
+        &self,
+        sandbox: &str,
+        session: SessionId,
+        query: &OutputQuery,
+    ) -> Result<reqwest::Response> {
+        let url = output_url(&self.base, sandbox, session, query)?;
+        let req = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .timeout(DOWNLOAD_TIMEOUT);
+        let response = match tokio::time::timeout(REQUEST_TIMEOUT, req.send()).await {
+            Ok(sent) => sent.map_err(|err| self.transport_error(err))?,
+            Err(_) => bail!(
+                "the control plane at {} did not answer within {}s: is it overloaded or stuck? try again",
+                display_base(&self.base),
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            bail!(describe_failure(
+                status,
+                &body,
+                &session_target(sandbox, session)
+            ));
+        }
+        Ok(response)
+    }
+
     fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder> {
         let url = api_url(&self.base, segments)?;
         Ok(self.http.request(method, url).bearer_auth(&self.token))
@@ -311,6 +348,31 @@ impl Client {
     }
 }
 
+/// The URL of a session's stored output, with the range in its query.
+pub fn output_url(
+    base: &Url,
+    sandbox: &str,
+    session: SessionId,
+    query: &OutputQuery,
+) -> Result<Url> {
+    let id = session.to_string();
+    let mut url = api_url(
+        base,
+        &["v1", "sandboxes", sandbox, "sessions", &id, "output"],
+    )?;
+    let mut pairs = Vec::new();
+    if let Some(from) = query.from {
+        pairs.push(format!("from={from}"));
+    }
+    if let Some(to) = query.to {
+        pairs.push(format!("to={to}"));
+    }
+    if !pairs.is_empty() {
+        url.set_query(Some(&pairs.join("&")));
+    }
+    Ok(url)
+}
+
 fn session_target(sandbox: &str, session: SessionId) -> Target {
     Target::Session {
         sandbox: sandbox.to_owned(),
@@ -357,6 +419,32 @@ mod tests {
         assert_eq!(
             url.as_str(),
             "https://example.com/paddock/v1/sandboxes/a%2Fb"
+        );
+    }
+
+    #[test]
+    fn output_urls_carry_only_the_bounds_given() {
+        let base = parse_base_url("http://127.0.0.1:7700").unwrap();
+        let url = |from, to| {
+            output_url(&base, "local-1", SessionId(4), &OutputQuery { from, to })
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            url(None, None),
+            "http://127.0.0.1:7700/v1/sandboxes/local-1/sessions/4/output"
+        );
+        assert_eq!(
+            url(Some(10), None),
+            "http://127.0.0.1:7700/v1/sandboxes/local-1/sessions/4/output?from=10"
+        );
+        assert_eq!(
+            url(None, Some(20)),
+            "http://127.0.0.1:7700/v1/sandboxes/local-1/sessions/4/output?to=20"
+        );
+        assert_eq!(
+            url(Some(0), Some(20)),
+            "http://127.0.0.1:7700/v1/sandboxes/local-1/sessions/4/output?from=0&to=20"
         );
     }
 

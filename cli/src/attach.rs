@@ -1,18 +1,22 @@
 //! `paddock attach`: drive a session from the local terminal in raw mode,
 //! with `Ctrl-]` to detach and a quiet fall-back to watching when someone
-//! else takes over.
+//! else takes over. An existing session is joined live (its current screen
+//! is redrawn first); a lost connection is reopened from the first byte not
+//! yet shown, and `Ctrl-]` still detaches while that is under way.
 
 use std::io::Read;
 
 use anyhow::{anyhow, Context, Result};
-use paddock_protocol::api::OpenSessionRequest;
+use paddock_protocol::api::{OpenSessionRequest, StreamQuery};
 use paddock_protocol::{ErrorCode, SessionId, StreamMode};
 use tokio::signal::unix::{signal, Signal as UnixSignal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::api::Client;
-use crate::follow::{backoff, note_gap, write_output, MAX_RECONNECTS};
-use crate::stream::{Event, SessionStream, StreamError, StreamRequest};
+use crate::follow::{note_gap, note_skipped, resume_from, write_output};
+use crate::inbox::Event;
+use crate::reconnect::Retry;
+use crate::stream::{SessionStream, StreamError, Welcome};
 use crate::term::{self, RawMode};
 
 /// `Ctrl-]`, the byte that detaches instead of being typed into the session.
@@ -26,29 +30,44 @@ pub async fn attach(
     session: Option<SessionId>,
     take: bool,
 ) -> Result<i32> {
-    let session = match session {
-        Some(id) => id,
+    let mut retry = Retry::new();
+    // A new shell is followed from its first byte; an existing session is
+    // joined live, with a redraw of its screen.
+    let (session, asked) = match session {
+        Some(id) => (id, None),
         None => {
             let request = OpenSessionRequest {
                 size: Some(term::size_or_default()),
                 ..OpenSessionRequest::default()
             };
+            // Opening is not retried: it is not idempotent.
             let info = client.open_session(sandbox, &request).await?;
             term::note(&format!(
                 "[opened session {} in sandbox {sandbox}]",
                 info.id
             ));
-            info.id
+            (info.id, Some(0))
         }
     };
-    let req = StreamRequest {
+    let query = StreamQuery {
         mode: StreamMode::Attach,
         take,
-        from: Some(0),
+        from: asked,
     };
-    let (mut stream, welcome) = SessionStream::connect(client, sandbox, session, &req)
-        .await
-        .map_err(|err| attach_error(err, sandbox, session, take))?;
+    let (mut stream, welcome) = match SessionStream::connect(client, sandbox, session, &query).await
+    {
+        Ok(opened) => {
+            retry.connected();
+            opened
+        }
+        // The shell was just created, so it is worth waiting for the stream.
+        Err(StreamError::Dropped(why)) if asked.is_some() => {
+            retry.lost(why, false);
+            let mut mode = StreamMode::Attach;
+            reconnect(client, sandbox, session, &mut mode, asked, &mut retry).await?
+        }
+        Err(err) => return Err(attach_error(err, sandbox, session, take)),
+    };
     let mut mode = welcome.mode;
     match mode {
         StreamMode::Attach => term::note(&format!(
@@ -71,12 +90,31 @@ pub async fn attach(
     let mut winch = signal(SignalKind::window_change()).ok();
     let mut stdout = tokio::io::stdout();
     send_local_size(&mut stream, mode).await;
+    // Whether the screen was drawn (a snapshot shown, or a replay begun), and
+    // whether this connection delivered anything: both decide how to reconnect.
+    let mut drawn = asked.is_some();
+    let mut progressed = false;
 
     loop {
         tokio::select! {
             event = stream.next_event() => match event {
-                Ok(Event::Output(bytes)) => write_output(&mut stdout, &bytes).await?,
-                Ok(Event::Gap { from, to, reason }) => note_gap(from, to, &reason),
+                Ok(Event::Output(bytes)) => {
+                    write_output(&mut stdout, &bytes).await?;
+                    progressed = true;
+                }
+                Ok(Event::Snapshot { screen, skipped, .. }) => {
+                    // The note goes first: the redraw then paints over it.
+                    if let Some((from, to)) = skipped {
+                        note_skipped(from, to);
+                    }
+                    write_output(&mut stdout, screen.as_bytes()).await?;
+                    drawn = true;
+                    progressed = true;
+                }
+                Ok(Event::Gap { from, to, reason }) => {
+                    note_gap(from, to, &reason);
+                    progressed = true;
+                }
                 Ok(Event::Exited { status, .. }) => {
                     stream.close().await;
                     raw.restore();
@@ -103,12 +141,18 @@ pub async fn attach(
                 }
                 Ok(Event::Resized(_)) => {}
                 Err(StreamError::Dropped(why)) => {
-                    let next = stream.next_offset();
+                    retry.lost(why, std::mem::take(&mut progressed));
+                    let from = resume_from(asked, drawn, stream.next_offset());
                     // On failure the guard restores the terminal as `?` returns.
-                    let (new_stream, new_mode) =
-                        reconnect(client, sandbox, session, mode, next, why).await?;
-                    stream = new_stream;
-                    mode = new_mode;
+                    let reopened = tokio::select! {
+                        reopened = reconnect(client, sandbox, session, &mut mode, from, &mut retry) => reopened?,
+                        () = wait_for_detach(&mut rx_stdin, &mut stdin_open) => {
+                            raw.restore();
+                            term::note(&detached_note(sandbox, session));
+                            return Ok(0);
+                        }
+                    };
+                    (stream, _) = reopened;
                     send_local_size(&mut stream, mode).await;
                 }
                 Err(err) => {
@@ -131,15 +175,30 @@ pub async fn attach(
                 if detach {
                     stream.close().await;
                     raw.restore();
-                    term::note(&format!(
-                        "\ndetached from session {session} (reattach: paddock attach {sandbox} {session})"
-                    ));
+                    term::note(&detached_note(sandbox, session));
                     return Ok(0);
                 }
             },
             Some(()) = next_winch(&mut winch) => send_local_size(&mut stream, mode).await,
         }
     }
+}
+
+fn detached_note(sandbox: &str, session: SessionId) -> String {
+    format!("\ndetached from session {session} (reattach: paddock attach {sandbox} {session})")
+}
+
+/// Returns when the person presses the detach key; what else they type
+/// while the session is out of reach is dropped.
+async fn wait_for_detach(rx_stdin: &mut mpsc::Receiver<Vec<u8>>, stdin_open: &mut bool) {
+    while *stdin_open {
+        match rx_stdin.recv().await {
+            Some(bytes) if split_at_detach(&bytes).1 => return,
+            Some(_) => {}
+            None => *stdin_open = false,
+        }
+    }
+    std::future::pending().await
 }
 
 /// The bytes to type before the detach key, and whether the key was pressed.
@@ -168,42 +227,42 @@ async fn next_winch(winch: &mut Option<UnixSignal>) -> Option<()> {
     }
 }
 
-/// Reopens a dropped stream from `next`, in the mode the client had; if
-/// someone else took the session meanwhile, carries on as a watcher.
+/// Reopens a lost stream at `from` in the mode the client had, retrying
+/// per `retry`; if someone else took the session meanwhile, carries on as a
+/// watcher and sets `mode`.
 async fn reconnect(
     client: &Client,
     sandbox: &str,
     session: SessionId,
-    mut mode: StreamMode,
-    next: u64,
-    mut why: String,
-) -> Result<(SessionStream, StreamMode)> {
-    let mut attempt = 0;
+    mode: &mut StreamMode,
+    from: Option<u64>,
+    retry: &mut Retry,
+) -> Result<(SessionStream, Welcome)> {
     loop {
-        attempt += 1;
-        if attempt > MAX_RECONNECTS {
-            return Err(anyhow!(
-                "{why} (gave up after {MAX_RECONNECTS} attempts to reconnect; reattach: paddock attach {sandbox} {session})"
-            ));
-        }
-        backoff(attempt, &why, next).await;
-        let req = StreamRequest {
-            mode,
+        retry.wait().await.map_err(|gave_up| {
+            anyhow!("{gave_up}: the session may still be running; reattach with `paddock attach {sandbox} {session}`")
+        })?;
+        let query = StreamQuery {
+            mode: *mode,
             take: false,
-            from: Some(next),
+            from,
         };
-        match SessionStream::connect(client, sandbox, session, &req).await {
-            Ok((stream, welcome)) => return Ok((stream, welcome.mode)),
-            Err(StreamError::Dropped(again)) => why = again,
+        match SessionStream::connect(client, sandbox, session, &query).await {
+            Ok((stream, welcome)) => {
+                retry.connected();
+                *mode = welcome.mode;
+                return Ok((stream, welcome));
+            }
+            Err(StreamError::Dropped(why)) => retry.failed(why),
             Err(StreamError::Refused {
                 code: Some(ErrorCode::DriverExists),
                 message,
-            }) if mode == StreamMode::Attach => {
+            }) if *mode == StreamMode::Attach => {
                 term::note(&format!(
                     "[paddock: {message}; watching instead, your input is ignored]"
                 ));
-                mode = StreamMode::Watch;
-                attempt = 0;
+                *mode = StreamMode::Watch;
+                retry.failed(message);
             }
             Err(err) => return Err(attach_error(err, sandbox, session, false)),
         }
@@ -263,7 +322,12 @@ fn spawn_stdin_reader() -> Result<mpsc::Receiver<Vec<u8>>> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use paddock_protocol::ControlToClient;
+
     use super::*;
+    use crate::fake::{FakeControlPlane, SESSION};
 
     #[test]
     fn the_detach_key_ends_input_and_keeps_what_came_before() {
@@ -292,5 +356,38 @@ mod tests {
         let dropped = StreamError::Dropped("the connection ended".to_owned());
         let msg = attach_error(dropped, "local-1", SessionId(4), false).to_string();
         assert_eq!(msg, "the connection ended");
+    }
+
+    #[tokio::test]
+    async fn reconnecting_resumes_by_offset_and_watches_when_someone_else_drives() {
+        let cp = FakeControlPlane::start().await;
+        let server = async {
+            // Another client took the session while this one was away.
+            let (query, mut fake) = cp.accept().await;
+            assert_eq!(query, "mode=attach&from=10");
+            fake.send(ControlToClient::Error {
+                code: ErrorCode::DriverExists,
+                message: "session 4 is driven by owner".to_owned(),
+            })
+            .await;
+            fake.close(4003, "session 4 is driven by owner").await;
+            let (query, mut fake) = cp.accept().await;
+            assert_eq!(query, "mode=watch&from=10");
+            fake.welcome(10).await;
+            fake
+        };
+        let mut retry = Retry::new();
+        retry.lost("the connection ended".to_owned(), true);
+        let mut mode = StreamMode::Attach;
+        let reconnecting = reconnect(cp.client(), "sb", SESSION, &mut mode, Some(10), &mut retry);
+        let (reopened, _fake) = tokio::time::timeout(Duration::from_secs(20), async {
+            tokio::join!(reconnecting, server)
+        })
+        .await
+        .unwrap();
+        let (stream, welcome) = reopened.unwrap();
+        assert_eq!(stream.next_offset(), 10);
+        assert_eq!(welcome.from, 10);
+        assert_eq!(mode, StreamMode::Watch);
     }
 }

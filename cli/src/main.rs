@@ -3,8 +3,13 @@
 
 mod api;
 mod attach;
+#[cfg(test)]
+mod fake;
 mod follow;
+mod inbox;
+mod logs;
 mod output;
+mod reconnect;
 mod stream;
 mod term;
 
@@ -14,7 +19,7 @@ use std::time::SystemTime;
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
-use paddock_protocol::api::RegisterSandbox;
+use paddock_protocol::api::{OutputQuery, RegisterSandbox};
 use paddock_protocol::{SessionId, Signal};
 
 use crate::api::{display_base, parse_base_url, Client};
@@ -58,13 +63,24 @@ enum Command {
     },
     /// Run a command in a new session and show its output; exits with its status.
     Exec(ExecCli),
-    /// Show a session's output live, read-only (Ctrl-C quits).
+    /// Show a session live, read-only: its current screen, then new output (Ctrl-C quits).
     Watch {
         sandbox: String,
         session: u64,
-        /// Replay output from this offset (0 replays everything).
-        #[arg(long, default_value_t = 0)]
-        from: u64,
+        /// Replay output from this offset instead (0 replays everything).
+        #[arg(long)]
+        from: Option<u64>,
+    },
+    /// Print a session's stored output (holes are noted on stderr).
+    Logs {
+        sandbox: String,
+        session: u64,
+        /// The first offset to print (default: 0, the beginning).
+        #[arg(long)]
+        from: Option<u64>,
+        /// The offset to stop before (default: the output so far).
+        #[arg(long)]
+        to: Option<u64>,
     },
     /// Drive a session from this terminal (a new shell without SESSION); Ctrl-] detaches.
     Attach {
@@ -197,6 +213,20 @@ async fn run(cli: Cli) -> Result<i32> {
             session,
             from,
         } => follow::watch(&client, &sandbox, SessionId(session), from).await,
+        Command::Logs {
+            sandbox,
+            session,
+            from,
+            to,
+        } => {
+            logs::logs(
+                &client,
+                &sandbox,
+                SessionId(session),
+                OutputQuery { from, to },
+            )
+            .await
+        }
         Command::Attach {
             sandbox,
             session,
@@ -424,9 +454,39 @@ mod tests {
             cli.command,
             Command::Watch {
                 session: 3,
-                from: 5,
+                from: Some(5),
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn watch_joins_live_unless_asked_to_replay() {
+        let cli = parse(&["watch", "sb", "3"]);
+        assert!(matches!(cli.command, Command::Watch { from: None, .. }));
+    }
+
+    #[test]
+    fn logs_takes_an_optional_range() {
+        let cli = parse(&["logs", "sb", "3"]);
+        assert!(matches!(
+            cli.command,
+            Command::Logs {
+                session: 3,
+                from: None,
+                to: None,
+                ..
+            }
+        ));
+        let cli = parse(&["logs", "sb", "3", "--from", "10", "--to", "20"]);
+        assert!(matches!(
+            cli.command,
+            Command::Logs {
+                from: Some(10),
+                to: Some(20),
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["paddock", "logs", "sb", "3", "--from", "-1"]).is_err());
     }
 }

@@ -1,21 +1,23 @@
 //! The session stream: one WebSocket that replays and follows a session's
-//! output by offset, tells what happens to the session, and carries a
-//! driver's keystrokes and terminal size.
+//! output by offset (or joins live with a snapshot of the screen), tells
+//! what happens to the session, and carries a driver's keystrokes and
+//! terminal size. An idle stream pings, so a link that died silently is
+//! noticed and can be reopened.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use futures_util::{SinkExt, StreamExt};
-use paddock_protocol::api::SessionInfo;
+use paddock_protocol::api::{SessionInfo, StreamQuery};
 use paddock_protocol::{
-    ClientToControl, ControlToClient, DataFrame, ErrorCode, ExitStatus, FrameKind, Hello,
-    SessionId, StreamMode, TermSize, CLOSE_MALFORMED, CLOSE_REFUSED, CLOSE_UNSUPPORTED_VERSION,
+    ClientToControl, ControlToClient, DataFrame, ErrorCode, FrameKind, Hello, SessionId,
+    StreamMode, TermSize, CLOSE_MALFORMED, CLOSE_REFUSED, CLOSE_UNSUPPORTED_VERSION,
     MAX_DATA_PAYLOAD, MAX_NAME_LEN, PROTOCOL_VERSION,
 };
 use reqwest::Url;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{header::AUTHORIZATION, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -23,26 +25,23 @@ use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::api::{api_url, describe_failure, display_base, unreachable_message, Client, Target};
+use crate::inbox::{Event, Inbox};
 
 /// How long opening the WebSocket, and then waiting for `welcome`, may each take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stream may be quiet before it pings the control plane…
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(10);
+/// …and how long after that ping (or a send) a silent link counts as dead.
+const SILENCE_LIMIT: Duration = Duration::from_secs(20);
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// What a client asks of a stream: its mode, whether to take over, where to replay from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamRequest {
-    pub mode: StreamMode,
-    pub take: bool,
-    pub from: Option<u64>,
-}
 
 /// The WebSocket URL of a session's stream, derived from the HTTP base URL.
 pub fn stream_url(
     base: &Url,
     sandbox: &str,
     session: SessionId,
-    req: &StreamRequest,
+    query: &StreamQuery,
 ) -> Result<Url> {
     let id = session.to_string();
     let mut url = api_url(
@@ -60,22 +59,7 @@ pub fn stream_url(
     };
     url.set_scheme(scheme)
         .map_err(|()| anyhow!("cannot derive a WebSocket URL from `{base}`"))?;
-    {
-        let mut query = url.query_pairs_mut();
-        query.append_pair(
-            "mode",
-            match req.mode {
-                StreamMode::Watch => "watch",
-                StreamMode::Attach => "attach",
-            },
-        );
-        if req.take {
-            query.append_pair("take", "true");
-        }
-        if let Some(from) = req.from {
-            query.append_pair("from", &from.to_string());
-        }
-    }
+    url.set_query(Some(&query.to_query_string()));
     Ok(url)
 }
 
@@ -142,83 +126,23 @@ pub struct Welcome {
     pub from: u64,
 }
 
-/// Something that happened on the stream, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// New output bytes, contiguous with everything delivered before (or after a `Gap`).
-    Output(Bytes),
-    /// Output in `[from, to)` will never arrive.
-    Gap {
-        from: u64,
-        to: u64,
-        reason: String,
-    },
-    /// The session ended; every byte of its output was delivered before this.
-    Exited {
-        status: ExitStatus,
-        end_offset: u64,
-    },
-    ModeChanged {
-        mode: StreamMode,
-        reason: String,
-    },
-    DriverChanged(Option<String>),
-    Resized(TermSize),
+/// Pings a quiet stream and notices when the control plane stops answering.
+struct Keepalive {
+    tick: Interval,
+    limit: Duration,
+    /// When the unanswered ping went out; anything received answers it.
+    ping_sent: Option<Instant>,
 }
 
-/// Tracks the next expected stream offset, so output is delivered once and in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    next: u64,
-}
-
-/// How to deliver one output frame: skip its first `skip` bytes (already
-/// delivered), after noting the hole `gap`, if any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Accepted {
-    pub skip: usize,
-    pub gap: Option<(u64, u64)>,
-}
-
-impl Cursor {
-    pub fn new(next: u64) -> Self {
-        Cursor { next }
-    }
-
-    pub fn next(&self) -> u64 {
-        self.next
-    }
-
-    /// Accounts for `len` bytes starting at `offset`.
-    pub fn accept(&mut self, offset: u64, len: usize) -> Accepted {
-        let end = offset.saturating_add(len as u64);
-        if end <= self.next {
-            return Accepted {
-                skip: len,
-                gap: None,
-            };
+impl Keepalive {
+    fn new(every: Duration, limit: Duration) -> Self {
+        let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Keepalive {
+            tick,
+            limit,
+            ping_sent: None,
         }
-        let accepted = if offset < self.next {
-            // end > next, so the difference is less than len.
-            Accepted {
-                skip: (self.next - offset) as usize,
-                gap: None,
-            }
-        } else if offset > self.next {
-            Accepted {
-                skip: 0,
-                gap: Some((self.next, offset)),
-            }
-        } else {
-            Accepted { skip: 0, gap: None }
-        };
-        self.next = end;
-        accepted
-    }
-
-    /// Moves past output that will never come.
-    pub fn skip_to(&mut self, to: u64) {
-        self.next = self.next.max(to);
     }
 }
 
@@ -226,23 +150,24 @@ impl Cursor {
 pub struct SessionStream {
     ws: Ws,
     session: SessionId,
-    cursor: Cursor,
-    pending: VecDeque<Event>,
+    inbox: Inbox,
+    keepalive: Keepalive,
 }
 
 impl SessionStream {
-    /// Opens the stream, says hello and waits for the welcome.
+    /// Opens the stream, says hello and waits for the welcome. Without
+    /// `query.from` the stream joins live: a snapshot of the screen comes first.
     pub async fn connect(
         client: &Client,
         sandbox: &str,
         session: SessionId,
-        req: &StreamRequest,
+        query: &StreamQuery,
     ) -> Result<(SessionStream, Welcome), StreamError> {
         let target = Target::Session {
             sandbox: sandbox.to_owned(),
             session,
         };
-        let url = stream_url(client.base(), sandbox, session, req).map_err(refused)?;
+        let url = stream_url(client.base(), sandbox, session, query).map_err(refused)?;
         let mut request = url.as_str().into_client_request().map_err(refused)?;
         let auth = HeaderValue::from_str(&format!("Bearer {}", client.token())).map_err(|_| {
             refused("the API token contains characters that cannot be sent: check PADDOCK_TOKEN or --token")
@@ -269,9 +194,15 @@ impl SessionStream {
                 capabilities: Vec::new(),
             },
         };
-        ws.send(Message::text(hello.encode()))
-            .await
-            .map_err(dropped)?;
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.send(Message::text(hello.encode()))).await
+        {
+            Err(_) => {
+                return Err(StreamError::Dropped(
+                    "the control plane did not take the hello".to_owned(),
+                ))
+            }
+            Ok(sent) => sent.map_err(dropped)?,
+        }
 
         let welcome = match tokio::time::timeout(HANDSHAKE_TIMEOUT, wait_for_welcome(&mut ws)).await
         {
@@ -284,117 +215,119 @@ impl SessionStream {
             Ok(welcome) => welcome?,
         };
 
-        let mut pending = VecDeque::new();
-        let start = match req.from {
-            Some(asked) if welcome.from > asked => {
-                pending.push_back(Event::Gap {
-                    from: asked,
-                    to: welcome.from,
-                    reason: "no longer kept by the control plane".to_owned(),
-                });
-                welcome.from
-            }
-            Some(asked) => asked,
-            None => welcome.from,
+        let (start, lost) = match query.from {
+            Some(asked) if welcome.from > asked => (welcome.from, Some(asked)),
+            Some(asked) => (asked, None),
+            None => (welcome.from, None),
         };
+        let mut inbox = Inbox::new(start, query.from.is_none());
+        if let Some(asked) = lost {
+            inbox.push(Event::Gap {
+                from: asked,
+                to: welcome.from,
+                reason: "no longer kept by the control plane".to_owned(),
+            });
+        }
         let stream = SessionStream {
             ws,
             session,
-            cursor: Cursor::new(start),
-            pending,
+            inbox,
+            keepalive: Keepalive::new(KEEPALIVE_EVERY, SILENCE_LIMIT),
         };
         Ok((stream, welcome))
     }
 
-    /// The offset of the next output byte this stream will deliver.
+    /// The offset of the first output byte this stream has not delivered:
+    /// where a new connection resumes without losing or repeating a byte.
     pub fn next_offset(&self) -> u64 {
-        self.cursor.next()
+        self.inbox.next_offset()
     }
 
     /// The next event. Cancel-safe: nothing is lost if the future is dropped.
     pub async fn next_event(&mut self) -> Result<Event, StreamError> {
         loop {
-            if let Some(event) = self.pending.pop_front() {
+            if let Some(event) = self.inbox.pop() {
                 return Ok(event);
             }
-            let msg = match self.ws.next().await {
-                None => return Err(StreamError::Dropped("the connection ended".to_owned())),
-                Some(Err(err)) => return Err(dropped(err)),
+            let msg = tokio::select! {
+                // What has arrived comes first: a reply waiting in the
+                // socket proves the link alive, however long this client
+                // took to ask for it.
+                biased;
+                msg = self.ws.next() => msg,
+                _ = self.keepalive.tick.tick() => {
+                    self.keep_alive().await?;
+                    continue;
+                }
+            };
+            self.keepalive.ping_sent = None;
+            let msg = match msg {
+                None => {
+                    return Err(self.ended(StreamError::Dropped("the connection ended".to_owned())))
+                }
+                Some(Err(err)) => return Err(self.ended(dropped(err))),
                 Some(Ok(msg)) => msg,
             };
             match msg {
                 Message::Binary(bytes) => self.on_binary(bytes)?,
-                Message::Text(text) => {
-                    let msg = ControlToClient::decode(text.as_str()).map_err(|err| {
-                        refused(format!("the control plane sent a message this paddock cannot read ({err}): use paddock and control-plane of the same version"))
-                    })?;
-                    self.on_control(msg)?;
-                }
-                Message::Close(frame) => return Err(close_error(frame.as_ref())),
+                Message::Text(text) => match ControlToClient::decode(text.as_str()) {
+                    Ok(ControlToClient::Error { code, message }) => {
+                        return Err(self.ended(StreamError::Refused {
+                            code: Some(code),
+                            message,
+                        }))
+                    }
+                    Ok(msg) => self.inbox.control(msg),
+                    Err(err) => return Err(self.ended(refused(format!(
+                        "the control plane sent a message this paddock cannot read ({err}): use paddock and control-plane of the same version"
+                    )))),
+                },
+                Message::Close(frame) => return Err(self.ended(close_error(frame.as_ref()))),
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
         }
     }
 
     fn on_binary(&mut self, bytes: Bytes) -> Result<(), StreamError> {
-        let frame = DataFrame::decode(&bytes).map_err(|err| {
-            refused(format!(
-                "the control plane sent a malformed output frame ({err})"
-            ))
-        })?;
+        let frame = match DataFrame::decode(&bytes) {
+            Ok(frame) => frame,
+            Err(err) => {
+                return Err(self.ended(refused(format!(
+                    "the control plane sent a malformed output frame ({err})"
+                ))))
+            }
+        };
         if frame.kind != FrameKind::Output || frame.session_id != self.session {
             return Ok(());
         }
-        let (offset, len) = (frame.offset, frame.payload.len());
-        let accepted = self.cursor.accept(offset, len);
-        if let Some((from, to)) = accepted.gap {
-            self.pending.push_back(Event::Gap {
-                from,
-                to,
-                reason: "missing from the stream".to_owned(),
-            });
-        }
-        if accepted.skip < len {
-            let start = bytes.len() - len + accepted.skip;
-            self.pending.push_back(Event::Output(bytes.slice(start..)));
-        }
+        let (offset, start) = (frame.offset, bytes.len() - frame.payload.len());
+        self.inbox.output(offset, bytes, start);
         Ok(())
     }
 
-    fn on_control(&mut self, msg: ControlToClient) -> Result<(), StreamError> {
-        let event = match msg {
-            ControlToClient::Welcome { .. } => return Ok(()),
-            ControlToClient::Gap { from, to, reason } => {
-                if to <= self.cursor.next() {
-                    return Ok(());
-                }
-                let from = from.max(self.cursor.next());
-                self.cursor.skip_to(to);
-                Event::Gap { from, to, reason }
+    /// Pings a quiet link, or gives it up when the last ping went unanswered.
+    async fn keep_alive(&mut self) -> Result<(), StreamError> {
+        match self.keepalive.ping_sent {
+            Some(sent) if sent.elapsed() >= self.keepalive.limit => {
+                let silent = self.keepalive.limit.as_secs();
+                Err(self.ended(StreamError::Dropped(format!(
+                    "the control plane did not answer for {silent}s"
+                ))))
             }
-            ControlToClient::Exited { status, end_offset } => Event::Exited { status, end_offset },
-            ControlToClient::ModeChanged { mode, reason } => Event::ModeChanged { mode, reason },
-            ControlToClient::DriverChanged { driver } => Event::DriverChanged(driver),
-            ControlToClient::Resized { size } => Event::Resized(size),
-            ControlToClient::Error { code, message } => {
-                return Err(StreamError::Refused {
-                    code: Some(code),
-                    message,
-                })
+            Some(_) => Ok(()),
+            None => {
+                self.send(Message::Ping(Bytes::new())).await?;
+                self.keepalive.ping_sent = Some(Instant::now());
+                Ok(())
             }
-        };
-        self.pending.push_back(event);
-        Ok(())
+        }
     }
 
     /// Sends keystrokes; the control plane ignores them unless this client drives.
     pub async fn send_input(&mut self, bytes: &[u8]) -> Result<(), StreamError> {
         for chunk in bytes.chunks(MAX_DATA_PAYLOAD) {
             let frame = DataFrame::input(self.session, chunk).encode();
-            self.ws
-                .send(Message::binary(frame))
-                .await
-                .map_err(dropped)?;
+            self.send(Message::binary(frame)).await?;
         }
         Ok(())
     }
@@ -402,15 +335,37 @@ impl SessionStream {
     /// Tells the control plane the local terminal's size.
     pub async fn send_resize(&mut self, size: TermSize) -> Result<(), StreamError> {
         let msg = ClientToControl::Resize { size };
-        self.ws
-            .send(Message::text(msg.encode()))
-            .await
-            .map_err(dropped)
+        self.send(Message::text(msg.encode())).await
+    }
+
+    /// Sends one message; a link that cannot take it in time is dead (a
+    /// send to a vanished peer blocks once the socket's buffers are full).
+    async fn send(&mut self, msg: Message) -> Result<(), StreamError> {
+        match tokio::time::timeout(self.keepalive.limit, self.ws.send(msg)).await {
+            Ok(sent) => sent.map_err(|err| self.ended(dropped(err))),
+            Err(_) => {
+                let silent = self.keepalive.limit.as_secs();
+                Err(self.ended(StreamError::Dropped(format!(
+                    "the control plane did not take data for {silent}s"
+                ))))
+            }
+        }
+    }
+
+    /// The connection is over for `err`; returns it.
+    fn ended(&mut self, err: StreamError) -> StreamError {
+        self.inbox.disconnected();
+        err
     }
 
     /// Closes the stream politely; errors do not matter any more at this point.
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(None)).await;
+    }
+
+    #[cfg(test)]
+    fn set_keepalive(&mut self, every: Duration, limit: Duration) {
+        self.keepalive = Keepalive::new(every, limit);
     }
 }
 
@@ -479,7 +434,12 @@ fn connect_error(err: tungstenite::Error, base: &Url, target: &Target) -> Stream
             let status = response.status();
             let body = response.body().as_deref().unwrap_or_default();
             let message = describe_failure(status, body, target);
-            if status.is_server_error() {
+            // A control plane that is starting, overloaded or behind a proxy
+            // that lost it may answer these; the others will not change.
+            if status.is_server_error()
+                || status == http::StatusCode::REQUEST_TIMEOUT
+                || status == http::StatusCode::TOO_MANY_REQUESTS
+            {
                 StreamError::Dropped(message)
             } else {
                 let code = serde_json::from_slice::<paddock_protocol::api::ErrorBody>(body)
@@ -492,6 +452,10 @@ fn connect_error(err: tungstenite::Error, base: &Url, target: &Target) -> Stream
         tungstenite::Error::Url(tungstenite::error::UrlError::TlsFeatureNotEnabled) => {
             refused("this paddock cannot speak TLS yet: use an http:// control plane URL")
         }
+        tungstenite::Error::Url(err) => refused(format!(
+            "cannot open a stream at {} ({err}): check PADDOCK_URL or --url",
+            display_base(base)
+        )),
         other => StreamError::Dropped(format!(
             "could not open the session stream at {} ({other})",
             display_base(base)
@@ -532,9 +496,10 @@ mod tests {
 
     use super::*;
     use crate::api::parse_base_url;
+    use crate::fake::{FakeControlPlane, SESSION};
 
-    fn req(mode: StreamMode, take: bool, from: Option<u64>) -> StreamRequest {
-        StreamRequest { mode, take, from }
+    fn query(mode: StreamMode, take: bool, from: Option<u64>) -> StreamQuery {
+        StreamQuery { mode, take, from }
     }
 
     #[test]
@@ -544,7 +509,7 @@ mod tests {
             &base,
             "local-1",
             SessionId(3),
-            &req(StreamMode::Watch, false, Some(0)),
+            &query(StreamMode::Watch, false, Some(0)),
         )
         .unwrap();
         assert_eq!(
@@ -555,19 +520,20 @@ mod tests {
             &base,
             "sbx_1",
             SessionId(12),
-            &req(StreamMode::Attach, true, Some(42)),
+            &query(StreamMode::Attach, true, Some(42)),
         )
         .unwrap();
         assert_eq!(
             url.as_str(),
             "ws://127.0.0.1:7700/v1/sandboxes/sbx_1/sessions/12/stream?mode=attach&take=true&from=42"
         );
-        let tls = parse_base_url("https://paddock.example.com/").unwrap();
+        // Live: no `from` at all.
+        let tls = parse_base_url("https://paddock.example.com/?x=1").unwrap();
         let url = stream_url(
             &tls,
             "a b",
             SessionId(1),
-            &req(StreamMode::Attach, false, None),
+            &query(StreamMode::Attach, false, None),
         )
         .unwrap();
         assert_eq!(
@@ -576,39 +542,59 @@ mod tests {
         );
     }
 
-    #[test]
-    fn cursor_delivers_each_byte_once_and_notes_holes() {
-        let mut cursor = Cursor::new(10);
-        // Entirely before the cursor: skip all of it.
-        assert_eq!(
-            cursor.accept(0, 10),
-            Accepted {
-                skip: 10,
-                gap: None
+    #[tokio::test]
+    async fn a_control_plane_that_stops_answering_pings_is_a_dropped_link() {
+        let cp = FakeControlPlane::start().await;
+        let watch = query(StreamMode::Watch, false, Some(0));
+        let (connected, accepted) = tokio::join!(
+            SessionStream::connect(cp.client(), "sb", SESSION, &watch),
+            async {
+                let (_, mut fake) = cp.accept().await;
+                fake.welcome(0).await;
+                fake.output(0, b"hi").await;
+                fake.into_silent()
             }
         );
-        assert_eq!(cursor.next(), 10);
-        // Overlapping the cursor: skip the seen prefix.
-        assert_eq!(cursor.accept(5, 10), Accepted { skip: 5, gap: None });
-        assert_eq!(cursor.next(), 15);
-        // Contiguous.
-        assert_eq!(cursor.accept(15, 3), Accepted { skip: 0, gap: None });
-        assert_eq!(cursor.next(), 18);
-        // A hole.
-        assert_eq!(
-            cursor.accept(20, 2),
-            Accepted {
-                skip: 0,
-                gap: Some((18, 20))
-            }
+        let _silent = accepted;
+        let (mut stream, _) = connected.unwrap();
+        stream.set_keepalive(Duration::from_millis(50), Duration::from_millis(200));
+        let first = stream.next_event().await.unwrap();
+        assert_eq!(first, Event::Output(Bytes::from_static(b"hi")));
+        let started = Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(5), stream.next_event())
+            .await
+            .expect("a silent link was never given up")
+            .unwrap_err();
+        assert!(
+            matches!(&err, StreamError::Dropped(why) if why.contains("did not answer")),
+            "{err:?}"
         );
-        assert_eq!(cursor.next(), 22);
-        // Empty frames change nothing.
-        assert_eq!(cursor.accept(22, 0), Accepted { skip: 0, gap: None });
-        assert_eq!(cursor.next(), 22);
-        cursor.skip_to(30);
-        cursor.skip_to(25);
-        assert_eq!(cursor.next(), 30);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(stream.next_offset(), 2);
+    }
+
+    #[tokio::test]
+    async fn refusals_before_the_upgrade_are_final_and_server_errors_are_not() {
+        let cp = FakeControlPlane::start().await;
+        let watch = query(StreamMode::Watch, false, None);
+        for (status, code, dropped) in [
+            (401, "unauthorized", false),
+            (404, "not_found", false),
+            (409, "session_ended", false),
+            (503, "internal", true),
+        ] {
+            let body = format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#);
+            let (connected, _) = tokio::join!(
+                SessionStream::connect(cp.client(), "sb", SESSION, &watch),
+                cp.refuse(status, &body)
+            );
+            let err = connected.err().unwrap();
+            assert_eq!(
+                matches!(err, StreamError::Dropped(_)),
+                dropped,
+                "{status}: {err:?}"
+            );
+        }
     }
 
     #[test]
@@ -647,6 +633,15 @@ mod tests {
         );
         assert!(matches!(
             close_error(Some(&frame(1001, "shutting down"))),
+            StreamError::Dropped(_)
+        ));
+        assert!(matches!(
+            close_error(Some(&frame(4001, "bad frame"))),
+            StreamError::Refused { .. }
+        ));
+        // A normal close without `exited` first is a stream that ended early.
+        assert!(matches!(
+            close_error(Some(&frame(1000, ""))),
             StreamError::Dropped(_)
         ));
         assert!(matches!(close_error(None), StreamError::Dropped(_)));
