@@ -1,6 +1,7 @@
 //! agentd's settings: where the control plane is, the sandbox token, the
-//! work directory and the default shell, with the checks and derivations
-//! (connect URL, login shell) that turn them into something usable.
+//! work directory, the default shell and the output retention limits, with
+//! the checks and derivations (connect URL, login shell, byte sizes) that
+//! turn them into something usable.
 
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
@@ -14,6 +15,16 @@ pub const CONNECT_PATH: &str = "/v1/agent/connect";
 /// The shell of last resort.
 const FALLBACK_SHELL: &str = "/bin/sh";
 
+/// The state directory under the workdir unless `--state-dir` says otherwise.
+pub const DEFAULT_STATE_SUBDIR: &str = ".agentd";
+/// Unacknowledged output kept in memory per session before it spills to disk.
+pub const DEFAULT_MEMORY_BOUND: u64 = 4 * 1024 * 1024;
+/// Spilled output across the whole sandbox.
+pub const DEFAULT_DISK_CAP: u64 = 256 * 1024 * 1024;
+/// Unacknowledged output a session may have in flight while connected,
+/// unless the memory bound plus the disk cap is smaller.
+pub const DEFAULT_WINDOW: u64 = 8 * 1024 * 1024;
+
 /// Everything `agentd::run` needs. The token is redacted in `Debug`.
 #[derive(Clone)]
 pub struct Config {
@@ -26,6 +37,16 @@ pub struct Config {
     pub workdir: PathBuf,
     /// The program a session runs when it names none; see [`default_shell`].
     pub default_shell: Option<PathBuf>,
+    /// Where spill files go; `<workdir>/.agentd` when `None`. Created if missing.
+    pub state_dir: Option<PathBuf>,
+    /// Unacknowledged output held in memory per session, in bytes; the rest spills.
+    pub memory_bound: u64,
+    /// Spilled output across every session of the sandbox, in bytes.
+    pub disk_cap: u64,
+    /// Unacknowledged output a session may have in flight while connected,
+    /// in bytes; at the window the session stops reading its terminal.
+    /// `None`: see [`Config::window`].
+    pub window: Option<u64>,
 }
 
 impl fmt::Debug for Config {
@@ -35,6 +56,10 @@ impl fmt::Debug for Config {
             .field("token", &"<redacted>")
             .field("workdir", &self.workdir)
             .field("default_shell", &self.default_shell)
+            .field("state_dir", &self.state_dir)
+            .field("memory_bound", &self.memory_bound)
+            .field("disk_cap", &self.disk_cap)
+            .field("window", &self.window)
             .finish()
     }
 }
@@ -46,6 +71,12 @@ pub enum ConfigError {
     ControlPlane(String),
     #[error("token (--token, PADDOCK_AGENTD_TOKEN): {0}")]
     Token(&'static str),
+    #[error("memory_bound (--memory-bound, PADDOCK_AGENTD_MEMORY_BOUND): {0}")]
+    MemoryBound(String),
+    #[error("disk_cap (--disk-cap, PADDOCK_AGENTD_DISK_CAP): {0}")]
+    DiskCap(String),
+    #[error("window (--window, PADDOCK_AGENTD_WINDOW): {0}")]
+    Window(String),
 }
 
 impl Config {
@@ -59,6 +90,10 @@ impl Config {
             token: token.into(),
             workdir: workdir.into(),
             default_shell: None,
+            state_dir: None,
+            memory_bound: DEFAULT_MEMORY_BOUND,
+            disk_cap: DEFAULT_DISK_CAP,
+            window: None,
         }
     }
 
@@ -79,7 +114,48 @@ impl Config {
         if !self.token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ConfigError::Token("must be printable ASCII without spaces"));
         }
+        if self.memory_bound == 0 {
+            return Err(ConfigError::MemoryBound("must not be zero".to_owned()));
+        }
+        if usize::try_from(self.memory_bound).is_err() {
+            return Err(ConfigError::MemoryBound(
+                "does not fit this machine's address space".to_owned(),
+            ));
+        }
+        if self.disk_cap == 0 {
+            return Err(ConfigError::DiskCap("must not be zero".to_owned()));
+        }
+        match self.window {
+            Some(0) => return Err(ConfigError::Window("must not be zero".to_owned())),
+            Some(window) if window > self.retention_room() => {
+                return Err(ConfigError::Window(format!(
+                    "{window} bytes is more than the memory bound plus the disk cap ({} bytes)",
+                    self.retention_room()
+                )))
+            }
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// What one session can retain at most: the memory bound plus the disk cap.
+    fn retention_room(&self) -> u64 {
+        self.memory_bound.saturating_add(self.disk_cap)
+    }
+
+    /// The window in effect: as set, else [`DEFAULT_WINDOW`] or the memory
+    /// bound plus the disk cap, whichever is smaller.
+    pub fn window(&self) -> u64 {
+        self.window
+            .unwrap_or_else(|| DEFAULT_WINDOW.min(self.retention_room()))
+    }
+
+    /// Where spill files go: `state_dir`, else `.agentd` under `workdir`.
+    pub fn state_dir(&self, workdir: &Path) -> PathBuf {
+        match &self.state_dir {
+            Some(dir) => dir.clone(),
+            None => workdir.join(DEFAULT_STATE_SUBDIR),
+        }
     }
 
     /// The WebSocket URL to dial; see [`connect_url`].
@@ -131,6 +207,40 @@ pub fn connect_url(base: &str) -> Result<String, ConfigError> {
         }
         _ => Err(bad("the scheme must be http, https, ws or wss")),
     }
+}
+
+/// Parses a byte size: a whole number, optionally followed by `K`, `M`,
+/// `G` or `T` (also spelled `KB`/`KiB`, any case). Every suffix is a
+/// power of 1024: `64K` is 65536 bytes, `4MiB` 4194304.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(split);
+    if digits.is_empty() {
+        return Err(format!(
+            "expected a number of bytes such as 65536, 64K or 4MiB, got {text:?}"
+        ));
+    }
+    let shift = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "unknown size suffix {other:?} in {text:?}; use K, M, G or T"
+            ))
+        }
+    };
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is too large"))?;
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -213,6 +323,85 @@ mod tests {
         assert!(Config::new("http://h:1", "", "/tmp").validate().is_err());
         assert!(Config::new("http://h:1", "a b", "/tmp").validate().is_err());
         assert!(Config::new("https://h", "t", "/tmp").validate().is_err());
+    }
+
+    #[test]
+    fn byte_sizes_take_binary_suffixes() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("64K"), Ok(64 * 1024));
+        assert_eq!(parse_bytes("64k"), Ok(64 * 1024));
+        assert_eq!(parse_bytes("4M"), Ok(4 << 20));
+        assert_eq!(parse_bytes("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_bytes("8 MB"), Ok(8 << 20));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        assert_eq!(parse_bytes("2TiB"), Ok(2 << 40));
+        assert_eq!(parse_bytes("0"), Ok(0));
+        for bad in [
+            "",
+            "K",
+            "4X",
+            "-1",
+            "1.5M",
+            "99999999999999999999",
+            "20000000T",
+        ] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn retention_limits_are_checked_naming_the_flag() {
+        let base = || Config::new("http://h:1", "t", "/tmp");
+        let err = |config: Config| config.validate().unwrap_err().to_string();
+        let mut c = base();
+        c.memory_bound = 0;
+        assert!(err(c).contains("--memory-bound"));
+        let mut c = base();
+        c.disk_cap = 0;
+        assert!(err(c).contains("--disk-cap"));
+        let mut c = base();
+        c.window = Some(0);
+        assert!(err(c).contains("--window"));
+        let mut c = base();
+        c.memory_bound = 1024;
+        c.disk_cap = 1024;
+        c.window = Some(2049);
+        let message = err(c);
+        assert!(
+            message.contains("--window") && message.contains("2048"),
+            "{message}"
+        );
+        let mut c = base();
+        c.memory_bound = 1024;
+        c.disk_cap = 1024;
+        c.window = Some(2048);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn the_default_window_fits_what_a_session_can_retain() {
+        let mut c = Config::new("http://h:1", "t", "/tmp");
+        assert_eq!(c.window(), DEFAULT_WINDOW);
+        c.memory_bound = 16 * 1024;
+        c.disk_cap = 64 * 1024;
+        assert!(c.validate().is_ok());
+        assert_eq!(c.window(), 80 * 1024);
+        c.window = Some(1000);
+        assert_eq!(c.window(), 1000);
+    }
+
+    #[test]
+    fn the_state_dir_defaults_to_the_workdir() {
+        let mut config = Config::new("http://h:1", "t", "/w");
+        assert_eq!(
+            config.state_dir(Path::new("/real/w")),
+            PathBuf::from("/real/w/.agentd")
+        );
+        config.state_dir = Some("/var/agentd".into());
+        assert_eq!(
+            config.state_dir(Path::new("/real/w")),
+            PathBuf::from("/var/agentd")
+        );
     }
 
     #[test]

@@ -43,8 +43,9 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the control plane may take to answer the hello.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages queued for the writer. When full, senders wait: session tasks
-/// stop reading their PTY (flow control) and the reader stops taking
-/// requests until the socket drains.
+/// send nothing more (their output stays retained, and they stop reading
+/// their PTY once a window's worth is unacknowledged) and the reader stops
+/// taking requests until the socket drains.
 const OUT_QUEUE: usize = 64;
 /// How long a task may take to stop (and the writer to send its close frame).
 const STOP_GRACE: Duration = Duration::from_secs(1);
@@ -64,37 +65,24 @@ pub(crate) enum OutFrame {
     Data(Vec<u8>),
 }
 
-/// One message for the writer, optionally with a receipt fired once the
-/// message has been written to the socket.
+/// One message for the writer. Nothing waits for it to be written: what
+/// must survive a lost connection is retained until the control plane
+/// acknowledges it (see `session.rs`).
 pub(crate) struct Outbound {
     pub frame: OutFrame,
-    pub written: Option<oneshot::Sender<()>>,
 }
 
 impl Outbound {
     pub(crate) fn control(msg: AgentToControl) -> Self {
         Outbound {
             frame: OutFrame::Control(msg),
-            written: None,
         }
     }
 
     pub(crate) fn data(encoded: Vec<u8>) -> Self {
         Outbound {
             frame: OutFrame::Data(encoded),
-            written: None,
         }
-    }
-
-    /// A control message whose receipt resolves once it has been written;
-    /// it errs if the connection died first.
-    pub(crate) fn acked(msg: AgentToControl) -> (Self, oneshot::Receiver<()>) {
-        let (tx_written, rx_written) = oneshot::channel();
-        let outbound = Outbound {
-            frame: OutFrame::Control(msg),
-            written: Some(tx_written),
-        };
-        (outbound, rx_written)
     }
 }
 
@@ -412,20 +400,21 @@ async fn serve(
         stop_reader.clone(),
     )));
 
-    // Sessions from the hello resume where the control plane asks; one it
-    // did not mention continues from the offset the hello announced.
+    // Sessions from the hello resume where the control plane asks (it has
+    // stored everything below that offset); one it did not mention
+    // continues from the offset the hello announced.
     let resume: HashMap<_, _> = welcome
         .resume
         .iter()
         .map(|r| (r.session_id, r.offset))
         .collect();
     for session in &live {
-        let from = resume
-            .get(&session.session_id)
-            .copied()
-            .unwrap_or(session.next_offset);
+        let (from, stored) = match resume.get(&session.session_id) {
+            Some(&offset) => (offset, true),
+            None => (session.next_offset, false),
+        };
         sessions
-            .attach(session.session_id, tx_out.clone(), from)
+            .attach(session.session_id, tx_out.clone(), from, stored)
             .await;
     }
     for r in &welcome.resume {
@@ -581,9 +570,6 @@ async fn write_loop(
                 };
                 if let Err(err) = sink.send(msg).await {
                     return err.to_string();
-                }
-                if let Some(written) = out.written {
-                    let _ = written.send(());
                 }
             }
         }

@@ -5,14 +5,17 @@
 //! up logging and wires Ctrl-C to the shutdown token. Modules:
 //! `config` (settings), `connection` (dial, handshake, heartbeat,
 //! reconnect), `sessions` (the registry and request handling), `session`
-//! (one session's output, retention and replay) and `pty` (the process and
-//! its blocking I/O threads).
+//! (one session's output: flow control, replay, exit), `retention` (its
+//! unacknowledged bytes), `spill` (spill files under the disk cap) and
+//! `pty` (the process and its blocking I/O threads).
 
 mod config;
 mod connection;
 mod pty;
+mod retention;
 mod session;
 mod sessions;
+mod spill;
 
 use std::time::Duration;
 
@@ -20,12 +23,16 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use config::{connect_url, default_shell, Config, ConfigError, CONNECT_PATH};
+pub use config::{
+    connect_url, default_shell, parse_bytes, Config, ConfigError, CONNECT_PATH, DEFAULT_DISK_CAP,
+    DEFAULT_MEMORY_BOUND, DEFAULT_STATE_SUBDIR, DEFAULT_WINDOW,
+};
 pub use connection::Refused;
 
 use connection::LinkConfig;
 use pty::SpawnContext;
-use sessions::Sessions;
+use sessions::{Limits, Sessions};
+use spill::SpillDir;
 
 /// At shutdown, how long hung-up sessions get to exit and report it.
 const HANGUP_GRACE: Duration = Duration::from_secs(1);
@@ -39,7 +46,8 @@ const TASKS_GRACE: Duration = Duration::from_millis(500);
 /// a [`Refused`]; a bad setting wraps a [`ConfigError`]).
 ///
 /// At shutdown every session's process group gets SIGHUP; sessions that
-/// exit within a second are still reported, then the link closes normally.
+/// exit within a second are still reported (and their output sent, within
+/// the window), then the link closes normally.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     let url = config.connect_url()?;
@@ -50,7 +58,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .canonicalize()
         .with_context(|| format!("could not resolve the workdir {}", config.workdir.display()))?;
     let default_shell = config.default_shell.clone().unwrap_or_else(default_shell);
-    info!(url = %url, workdir = %workdir.display(), default_shell = %default_shell.display(), "agentd starting");
+    let state_dir = config.state_dir(&workdir);
+    let spill_dir = SpillDir::open(&state_dir, config.disk_cap).with_context(|| {
+        format!(
+            "could not prepare the state directory {} (--state-dir, PADDOCK_AGENTD_STATE_DIR)",
+            state_dir.display()
+        )
+    })?;
+    info!(
+        url = %url,
+        workdir = %workdir.display(),
+        state_dir = %state_dir.display(),
+        default_shell = %default_shell.display(),
+        memory_bound = config.memory_bound,
+        disk_cap = config.disk_cap,
+        window = config.window(),
+        "agentd starting"
+    );
 
     let ctx = SpawnContext {
         workdir,
@@ -58,7 +82,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         parent_env: std::env::vars_os().collect(),
     };
     let stop_sessions = CancellationToken::new();
-    let sessions = Sessions::new(ctx, stop_sessions.clone());
+    let limits = Limits {
+        // validate() checked that it fits.
+        memory_bound: usize::try_from(config.memory_bound).unwrap_or(usize::MAX),
+        window: config.window(),
+        spill_dir,
+    };
+    let sessions = Sessions::new(ctx, limits, stop_sessions.clone());
     let stop_link = CancellationToken::new();
     let link_config = LinkConfig {
         url,

@@ -31,6 +31,23 @@ struct Cli {
     /// [default: $SHELL, else the login shell, else /bin/sh].
     #[arg(long, env = "PADDOCK_AGENTD_DEFAULT_SHELL")]
     default_shell: Option<PathBuf>,
+    /// Where unacknowledged output spills to disk; created if missing
+    /// [default: <workdir>/.agentd].
+    #[arg(long, env = "PADDOCK_AGENTD_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Unacknowledged output kept in memory per session before the oldest
+    /// spills to disk (bytes, or with a K, M, G suffix: powers of 1024).
+    #[arg(long, env = "PADDOCK_AGENTD_MEMORY_BOUND", default_value = "4MiB", value_parser = agentd::parse_bytes)]
+    memory_bound: u64,
+    /// Spilled output across all sessions; beyond it, output produced
+    /// while the control plane is unreachable is dropped as a gap.
+    #[arg(long, env = "PADDOCK_AGENTD_DISK_CAP", default_value = "256MiB", value_parser = agentd::parse_bytes)]
+    disk_cap: u64,
+    /// Output a session may have unacknowledged while connected; at the
+    /// window it stops reading its terminal until acks arrive
+    /// [default: 8MiB, or the memory bound plus the disk cap if smaller].
+    #[arg(long, env = "PADDOCK_AGENTD_WINDOW", value_parser = agentd::parse_bytes)]
+    window: Option<u64>,
 }
 
 #[tokio::main]
@@ -54,6 +71,10 @@ async fn main() -> ExitCode {
         token: cli.token,
         workdir: cli.workdir,
         default_shell: cli.default_shell,
+        state_dir: cli.state_dir,
+        memory_bound: cli.memory_bound,
+        disk_cap: cli.disk_cap,
+        window: cli.window,
     };
     match agentd::run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

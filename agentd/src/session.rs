@@ -1,144 +1,122 @@
-//! One session's task: numbers the PTY's output by offset, retains the most
-//! recent part for replay, and forwards it to whichever connection is
-//! current, ending with the session's exit report.
+//! One session's task: numbers the PTY's output by offset, retains every
+//! byte until the control plane acknowledges it as stored, sends it to
+//! whichever connection is current within a flow-control window, and
+//! reports the exit until the control plane has recorded it.
 //!
 //! The task alone owns the retained output and decides what goes on the
-//! wire for its session, so the boundary between a replay after a reconnect
-//! and live output needs no locking: while it replays, it reads no new
-//! output, and afterwards it forwards from exactly where the replay ended.
+//! wire for its session, so the seam between a replay after a reconnect and
+//! live output needs no locking: a connection has one cursor (`sent`), the
+//! next frame always starts there, and newly read output is only ever
+//! appended behind it.
+//!
+//! Flow control: while connected, at most `window` bytes may be sent and
+//! unacknowledged, and the task takes chunks from the PTY reader only while
+//! less than `window` bytes are unacknowledged at all (and memory or disk
+//! has room). Otherwise the reader thread blocks, and so does the program
+//! writing to the terminal, until acks arrive. While disconnected the task
+//! keeps reading and retaining; see `retention.rs`.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use paddock_protocol::{AgentToControl, DataFrame, ExitStatus, SessionId, MAX_DATA_PAYLOAD};
-use tokio::sync::{mpsc, watch};
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::mpsc::{self, OwnedPermit};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::connection::{Outbound, TxOut};
 use crate::pty::PtyOutput;
-
-/// Output retained per session for replay after a reconnect.
-pub(crate) const RETAIN_CAP: usize = 8 * 1024 * 1024;
+use crate::retention::{Outgoing, Retention, WhenFull};
 
 /// How long to wait for the PTY's EOF once the process has been reaped; a
 /// background job may hold the terminal open forever.
 const EOF_GRACE: Duration = Duration::from_secs(2);
 
-/// The reason sent with a gap caused by retention overflow.
-pub(crate) const OVERFLOW_REASON: &str = "agentd retention buffer overflowed while disconnected";
-
-/// The most recent output of a session, addressed by stream offset.
-#[derive(Debug)]
-pub(crate) struct Retained {
-    bytes: VecDeque<u8>,
-    /// The offset of `bytes[0]`: everything before it was dropped.
-    from: u64,
-    cap: usize,
+/// What the control plane has durably stored of a session, from its acks.
+/// Acks only move forward; the registry keeps the highest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Stored {
+    /// Every output byte below this offset.
+    pub offset: u64,
+    /// The session's exit.
+    pub exit: bool,
 }
 
-impl Retained {
-    pub(crate) fn new(cap: usize) -> Self {
-        Retained {
-            bytes: VecDeque::new(),
-            from: 0,
-            cap,
-        }
-    }
-
-    /// The lowest offset that can still be replayed.
-    pub(crate) fn retained_from(&self) -> u64 {
-        self.from
-    }
-
-    /// The offset the next output byte will have.
-    pub(crate) fn next_offset(&self) -> u64 {
-        self.from + self.bytes.len() as u64
-    }
-
-    /// Appends output, dropping the oldest bytes beyond the cap.
-    pub(crate) fn push(&mut self, data: &[u8]) {
-        self.bytes.extend(data);
-        let excess = self.bytes.len().saturating_sub(self.cap);
-        if excess > 0 {
-            self.bytes.drain(..excess);
-            self.from += excess as u64;
-        }
-    }
-
-    /// Up to `max` retained bytes starting at `offset`.
-    pub(crate) fn read(&self, offset: u64, max: usize) -> Vec<u8> {
-        let start = offset.saturating_sub(self.from) as usize;
-        let end = self.bytes.len().min(start.saturating_add(max));
-        if start >= end {
-            return Vec::new();
-        }
-        self.bytes.range(start..end).copied().collect()
-    }
-}
-
-/// What a replay from a requested offset consists of.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Replay {
-    /// Output in `[from, to)` that is no longer retained.
-    pub gap: Option<(u64, u64)>,
-    /// Where the replayed bytes start.
-    pub from: u64,
-}
-
-/// Plans a replay from `requested`. An offset past the end (the control
-/// plane claims bytes never produced) replays nothing.
-pub(crate) fn plan_replay(requested: u64, log: &Retained) -> Replay {
-    let requested = requested.min(log.next_offset());
-    if requested < log.retained_from() {
-        Replay {
-            gap: Some((requested, log.retained_from())),
-            from: log.retained_from(),
-        }
-    } else {
-        Replay {
-            gap: None,
-            from: requested,
-        }
-    }
-}
-
-/// Where a session's stream stands, read for the hello after a reconnect.
+/// Where a session's stream stands, read for the hello after a reconnect
+/// (and by tests).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Progress {
     pub next_offset: u64,
+    /// The lowest offset still held: the latest ack.
     pub retained_from: u64,
+    /// Retained bytes in memory.
+    pub memory: usize,
+    /// Retained bytes in this session's spill files.
+    pub spilled: u64,
+    /// The process exited and all its output was read.
+    pub exited: bool,
 }
 
 /// Commands for a session task.
 pub(crate) enum SessionCmd {
-    /// A connection was welcomed: replay from `from`, then go live on `tx_out`.
-    Attach { tx_out: TxOut, from: u64 },
+    /// A connection was welcomed: send from `from` on `tx_out` (replay,
+    /// then live output). With `stored`, the control plane said it holds
+    /// everything below `from`, which counts as an ack.
+    Attach {
+        tx_out: TxOut,
+        from: u64,
+        stored: bool,
+    },
+}
+
+/// Commands queued for one session task. Only attaches travel here, one
+/// per connection, so it is never near full; a sender waits if it were.
+const CMD_QUEUE: usize = 4;
+
+/// The registry's side of a session task. Dropping it ends the task
+/// without a report.
+pub(crate) struct SessionHandle {
+    pub tx_cmd: mpsc::Sender<SessionCmd>,
+    /// What the control plane has stored; acks only move it forward.
+    pub tx_stored: watch::Sender<Stored>,
+    pub rx_progress: watch::Receiver<Progress>,
 }
 
 /// How a session task ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Ended {
-    /// Its `session_exited` was written to a connection: forget it.
-    Reported,
+    /// The control plane recorded its exit: forget it.
+    Recorded,
     /// Dropped by the control plane or by shutdown: nothing more to do.
     Abandoned,
 }
 
+/// The current connection, as this session sees it.
+struct Link {
+    tx_out: TxOut,
+    /// Everything below was sent on this connection.
+    sent: u64,
+    /// Whether `session_exited` was sent on this connection.
+    exit_sent: bool,
+}
+
 /// The state of one session's task.
 pub(crate) struct SessionTask {
-    pub id: SessionId,
-    pub output: PtyOutput,
+    id: SessionId,
+    output: PtyOutput,
     /// Attach commands from the registry. Closed when the registry forgets
     /// the session (drop_session), which ends the task silently.
-    pub rx_cmd: mpsc::Receiver<SessionCmd>,
+    rx_cmd: mpsc::Receiver<SessionCmd>,
+    /// What the control plane has stored, updated by the registry.
+    rx_stored: watch::Receiver<Stored>,
     /// Where the stream stands, for hellos (and tests) to read.
-    pub tx_progress: watch::Sender<Progress>,
-    pub log: Retained,
-    /// The current connection's outbound queue, when attached.
-    pub link: Option<TxOut>,
-    pub shutdown: CancellationToken,
+    tx_progress: watch::Sender<Progress>,
+    queue: Retention,
+    window: u64,
+    link: Option<Link>,
+    shutdown: CancellationToken,
 }
 
 /// Never completes when `deadline` is `None`.
@@ -149,7 +127,65 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Waits for room in `tx_out`'s queue; never completes for `None`.
+async fn reserve(tx_out: Option<TxOut>) -> Result<OwnedPermit<Outbound>, ()> {
+    match tx_out {
+        Some(tx_out) => tx_out.reserve_owned().await.map_err(drop),
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when `tx_out`'s connection is gone; never for `None`.
+async fn closed(tx_out: Option<TxOut>) {
+    match tx_out {
+        Some(tx_out) => tx_out.closed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs spill-file I/O, telling a multi-threaded runtime to move its other
+/// tasks off this worker meanwhile. (Current-thread runtimes, in tests,
+/// just run it.)
+fn disk_io<R>(f: impl FnOnce() -> R) -> R {
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 impl SessionTask {
+    /// A task for session `id` reading `output`, and the registry's handle on it.
+    pub(crate) fn new(
+        id: SessionId,
+        output: PtyOutput,
+        queue: Retention,
+        window: u64,
+        shutdown: CancellationToken,
+    ) -> (SessionTask, SessionHandle) {
+        let (tx_cmd, rx_cmd) = mpsc::channel(CMD_QUEUE);
+        let (tx_stored, rx_stored) = watch::channel(Stored::default());
+        let (tx_progress, rx_progress) = watch::channel(Progress::default());
+        let task = SessionTask {
+            id,
+            output,
+            rx_cmd,
+            rx_stored,
+            tx_progress,
+            queue,
+            window: window.max(1),
+            link: None,
+            shutdown,
+        };
+        let handle = SessionHandle {
+            tx_cmd,
+            tx_stored,
+            rx_progress,
+        };
+        (task, handle)
+    }
+
     pub(crate) async fn run(mut self) -> Ended {
         let shutdown = self.shutdown.clone();
         tokio::select! {
@@ -159,169 +195,215 @@ impl SessionTask {
     }
 
     async fn lifecycle(&mut self) -> Ended {
-        let Some(status) = self.pump().await else {
-            return Ended::Abandoned;
-        };
-        info!(session.id = %self.id, status = %status, end_offset = self.log.next_offset(), "session exited");
-        self.report_exit(status).await
-    }
-
-    /// Forwards output until the PTY hit EOF and the process was reaped.
-    /// Returns `None` if the registry forgot the session meanwhile.
-    async fn pump(&mut self) -> Option<ExitStatus> {
         let mut eof = false;
         let mut status: Option<ExitStatus> = None;
         let mut eof_deadline: Option<Instant> = None;
+        let mut exit_logged = false;
         loop {
-            if eof {
-                if let Some(status) = status {
-                    return Some(status);
+            let exited = if eof { status } else { None };
+            if let Some(status) = exited {
+                if !exit_logged {
+                    exit_logged = true;
+                    info!(session.id = %self.id, status = %status, end_offset = self.queue.next(), "session exited");
+                    self.publish_progress(true);
+                }
+                // Trusted like acks: the control plane knows what it stored.
+                if self.rx_stored.borrow().exit {
+                    debug!(session.id = %self.id, "exit recorded by the control plane");
+                    return Ended::Recorded;
                 }
             }
+            let sending = match &self.link {
+                Some(link) if self.wants_to_send(link, exited.is_some()) => {
+                    Some(link.tx_out.clone())
+                }
+                _ => None,
+            };
+            let idle_link = match (&self.link, &sending) {
+                (Some(link), None) => Some(link.tx_out.clone()),
+                _ => None,
+            };
+            let reading = !eof && self.may_read();
             tokio::select! {
-                chunk = self.output.rx_output.recv(), if !eof => match chunk {
-                    Some(chunk) => self.forward(&chunk).await,
-                    None => eof = true,
+                biased;
+                cmd = self.rx_cmd.recv() => match cmd {
+                    Some(SessionCmd::Attach { tx_out, from, stored }) => self.attach(tx_out, from, stored, exited.is_some()),
+                    None => return Ended::Abandoned,
                 },
+                changed = self.rx_stored.changed() => {
+                    // The registry dropped the session.
+                    if changed.is_err() {
+                        return Ended::Abandoned;
+                    }
+                    self.apply_acks(exited.is_some());
+                }
                 exit = &mut self.output.rx_exit, if status.is_none() => {
                     // A dropped sender means the reaper failed; report an unknown status.
                     status = Some(exit.unwrap_or(ExitStatus { code: None, signal: None }));
                     eof_deadline = Some(Instant::now() + EOF_GRACE);
                 }
+                permit = reserve(sending.clone()), if sending.is_some() => match permit {
+                    Ok(permit) => self.send_next(permit, exited),
+                    Err(()) => self.lose_link(),
+                },
+                () = closed(idle_link.clone()), if idle_link.is_some() => self.lose_link(),
+                chunk = self.output.rx_output.recv(), if reading => match chunk {
+                    Some(chunk) => self.retain(&chunk),
+                    None => eof = true,
+                },
                 () = sleep_until(eof_deadline), if !eof => {
                     debug!(session.id = %self.id, "pty still open after the process exited; reporting the exit anyway");
                     eof = true;
                 }
-                cmd = self.rx_cmd.recv() => match cmd {
-                    Some(SessionCmd::Attach { tx_out, from }) => self.attach(tx_out, from).await,
-                    None => return None,
-                },
             }
         }
     }
 
-    /// Retains a chunk and sends it live if a connection is attached.
-    async fn forward(&mut self, chunk: &[u8]) {
-        let offset = self.log.next_offset();
-        self.log.push(chunk);
-        self.publish_progress();
-        let Some(tx_out) = &self.link else {
+    /// Whether the next frame may go out on `link` now.
+    fn wants_to_send(&self, link: &Link, exited: bool) -> bool {
+        if link.sent < self.queue.next() {
+            self.queue.in_flight(link.sent) < self.window
+        } else {
+            exited && !link.exit_sent
+        }
+    }
+
+    /// Whether to take the next chunk from the PTY. Disconnected: always
+    /// (what does not fit is dropped as a gap). Connected: only while less
+    /// than a window is unacknowledged (sent or not: a slow socket holds
+    /// reading back as much as slow acks do) and memory or disk has room.
+    fn may_read(&self) -> bool {
+        match &self.link {
+            None => true,
+            Some(_) => self.queue.retained() < self.window && self.queue.has_room(),
+        }
+    }
+
+    fn retain(&mut self, chunk: &[u8]) {
+        let when_full = if self.link.is_some() {
+            WhenFull::Keep
+        } else {
+            WhenFull::Drop
+        };
+        let queue = &mut self.queue;
+        let pushed = if queue.push_touches_disk(chunk.len()) {
+            disk_io(|| queue.push(chunk, when_full))
+        } else {
+            queue.push(chunk, when_full)
+        };
+        if pushed.new_gap {
+            warn!(
+                session.id = %self.id,
+                from = self.queue.next() - pushed.dropped,
+                disk_cap = self.queue.disk_cap(),
+                "the disk cap is reached while the control plane is unreachable; dropping output"
+            );
+        }
+        self.publish_progress(false);
+    }
+
+    /// Sends the next frame: output from the cursor, a gap record, or the exit.
+    fn send_next(&mut self, permit: OwnedPermit<Outbound>, exited: Option<ExitStatus>) {
+        let Some(link) = &mut self.link else {
             return;
         };
-        for frame in DataFrame::chunks(self.id, offset, chunk) {
-            // Awaiting a full queue is flow control; an error means the
-            // connection is gone and the bytes stay retained for the next one.
-            if tx_out.send(Outbound::data(frame.encode())).await.is_err() {
-                self.link = None;
-                return;
-            }
-        }
-    }
-
-    fn publish_progress(&self) {
-        self.tx_progress.send_replace(Progress {
-            next_offset: self.log.next_offset(),
-            retained_from: self.log.retained_from(),
-        });
-    }
-
-    /// Replays retained output from `from` (after a gap notice if part of it
-    /// is gone), then makes `tx_out` the live link.
-    async fn attach(&mut self, tx_out: TxOut, from: u64) {
-        self.link = None;
-        if from > self.log.next_offset() {
-            warn!(session.id = %self.id, requested = from, next_offset = self.log.next_offset(), "control plane asked to resume past the end of the output");
-        }
-        let plan = plan_replay(from, &self.log);
-        if let Some((gap_from, gap_to)) = plan.gap {
-            warn!(session.id = %self.id, from = gap_from, to = gap_to, "output lost to retention overflow");
-            let gap = AgentToControl::Gap {
-                session_id: self.id,
-                from: gap_from,
-                to: gap_to,
-                reason: OVERFLOW_REASON.to_owned(),
+        let next = self.queue.next();
+        if link.sent < next {
+            let room = self.window - self.queue.in_flight(link.sent);
+            let max = (room as usize).min(MAX_DATA_PAYLOAD);
+            let queue = &self.queue;
+            let outgoing = if queue.read_touches_disk(link.sent) {
+                disk_io(|| queue.read(link.sent, max))
+            } else {
+                queue.read(link.sent, max)
             };
-            if tx_out.send(Outbound::control(gap)).await.is_err() {
-                return;
-            }
-        }
-        let mut at = plan.from;
-        while at < self.log.next_offset() {
-            let bytes = self.log.read(at, MAX_DATA_PAYLOAD);
-            let frame = DataFrame::output(self.id, at, &bytes).encode();
-            if tx_out.send(Outbound::data(frame)).await.is_err() {
-                return;
-            }
-            at += bytes.len() as u64;
-        }
-        debug!(session.id = %self.id, from = plan.from, to = at, "replayed retained output");
-        self.link = Some(tx_out);
-    }
-
-    /// Sends `session_exited` until a connection has written it, attaching
-    /// to each new connection (and replaying) in between.
-    async fn report_exit(&mut self, status: ExitStatus) -> Ended {
-        loop {
-            // A session dropped meanwhile is not reported; its drop sent the kill
-            // only after closing this queue, so an exit it caused finds it closed.
-            match self.rx_cmd.try_recv() {
-                Ok(SessionCmd::Attach { tx_out, from }) => {
-                    self.attach(tx_out, from).await;
-                    continue;
+            match outgoing {
+                Outgoing::Data { offset, bytes } => {
+                    link.sent += bytes.len() as u64;
+                    let frame = DataFrame::output(self.id, offset, &bytes).encode();
+                    permit.send(Outbound::data(frame));
                 }
-                Err(mpsc::error::TryRecvError::Disconnected) => return Ended::Abandoned,
-                Err(mpsc::error::TryRecvError::Empty) => {}
-            }
-            if let Some(tx_out) = self.link.take() {
-                let exited = AgentToControl::SessionExited {
-                    session_id: self.id,
-                    status,
-                    end_offset: self.log.next_offset(),
-                };
-                let (outbound, rx_written) = Outbound::acked(exited);
-                if tx_out.send(outbound).await.is_ok() && rx_written.await.is_ok() {
-                    return Ended::Reported;
+                Outgoing::Gap { from, to, cause } => {
+                    warn!(session.id = %self.id, from, to, ?cause, "sending a gap in the output");
+                    link.sent = to;
+                    permit.send(Outbound::control(AgentToControl::Gap {
+                        session_id: self.id,
+                        from,
+                        to,
+                        reason: cause.reason(self.queue.disk_cap()),
+                    }));
                 }
-                debug!(session.id = %self.id, "connection lost before the exit was reported");
             }
-            match self.rx_cmd.recv().await {
-                Some(SessionCmd::Attach { tx_out, from }) => self.attach(tx_out, from).await,
-                None => return Ended::Abandoned,
-            }
+        } else if let Some(status) = exited {
+            link.exit_sent = true;
+            permit.send(Outbound::control(AgentToControl::SessionExited {
+                session_id: self.id,
+                status,
+                end_offset: next,
+            }));
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retention_overflow_advances_retained_from() {
-        let mut log = Retained::new(10);
-        log.push(b"0123456");
-        assert_eq!((log.retained_from(), log.next_offset()), (0, 7));
-        log.push(b"789abcdef");
-        assert_eq!((log.retained_from(), log.next_offset()), (6, 16));
-        assert_eq!(log.read(6, 100), b"6789abcdef");
-        assert_eq!(log.read(14, 100), b"ef");
-        assert_eq!(log.read(8, 3), b"89a");
-        assert_eq!(log.read(16, 100), b"");
+    fn lose_link(&mut self) {
+        if let Some(link) = self.link.take() {
+            debug!(session.id = %self.id, sent = link.sent, "connection gone; retaining output for the next one");
+        }
     }
 
-    #[test]
-    fn replay_below_retention_starts_with_a_gap() {
-        let mut log = Retained::new(4);
-        log.push(b"abcdefgh");
-        assert_eq!(
-            plan_replay(1, &log),
-            Replay {
-                gap: Some((1, 4)),
-                from: 4
-            }
-        );
-        assert_eq!(plan_replay(5, &log), Replay { gap: None, from: 5 });
-        assert_eq!(plan_replay(8, &log), Replay { gap: None, from: 8 });
-        assert_eq!(plan_replay(99, &log), Replay { gap: None, from: 8 });
+    /// Applies the latest acknowledgement.
+    fn apply_acks(&mut self, exited: bool) {
+        let offset = self.rx_stored.borrow_and_update().offset;
+        if offset > self.queue.next() {
+            warn!(session.id = %self.id, ack = offset, next_offset = self.queue.next(), "the control plane acknowledged output never sent");
+        }
+        self.ack(offset);
+        self.publish_progress(exited);
+    }
+
+    fn ack(&mut self, offset: u64) {
+        let queue = &mut self.queue;
+        if queue.ack_touches_disk() {
+            disk_io(|| queue.ack(offset));
+        } else {
+            queue.ack(offset);
+        }
+        // What is stored need not be sent again on this connection.
+        if let Some(link) = &mut self.link {
+            link.sent = link.sent.max(self.queue.acked());
+        }
+    }
+
+    /// Makes `tx_out` the session's connection, sending from `from`.
+    fn attach(&mut self, tx_out: TxOut, from: u64, stored: bool, exited: bool) {
+        let next = self.queue.next();
+        let from = if from > next {
+            warn!(session.id = %self.id, requested = from, next_offset = next, "asked to resume past the end of the output");
+            next
+        } else {
+            from
+        };
+        if stored {
+            self.ack(from);
+        }
+        if from < self.queue.acked() {
+            warn!(session.id = %self.id, requested = from, acked = self.queue.acked(), "asked to resume below the acknowledged offset");
+        }
+        debug!(session.id = %self.id, from, next_offset = next, retained_from = self.queue.acked(), "attached to a connection");
+        self.link = Some(Link {
+            tx_out,
+            sent: from,
+            exit_sent: false,
+        });
+        self.publish_progress(exited);
+    }
+
+    fn publish_progress(&self, exited: bool) {
+        self.tx_progress.send_replace(Progress {
+            next_offset: self.queue.next(),
+            retained_from: self.queue.acked(),
+            memory: self.queue.memory_len(),
+            spilled: self.queue.spilled(),
+            exited,
+        });
     }
 }

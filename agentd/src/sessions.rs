@@ -1,9 +1,11 @@
 //! The registry of live sessions and the handling of the control plane's
-//! session requests (open, resize, signal, close, drop, input).
+//! session requests (open, resize, signal, close, drop, input) and
+//! acknowledgements (ack, exit_recorded).
 //!
 //! Sessions outlive connections: the registry is shared by every connection
 //! in turn, and each session's task keeps reading and retaining output while
-//! no connection is attached (see `session.rs`).
+//! no connection is attached (see `session.rs`). A session is held until the
+//! control plane has recorded its exit, or drops it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,14 +22,23 @@ use tracing::{debug, info, warn};
 
 use crate::connection::{Outbound, TxOut};
 use crate::pty::{Pty, SignalError, SpawnContext, SpawnSpec};
-use crate::session::{Ended, Progress, Retained, SessionCmd, SessionTask, RETAIN_CAP};
+use crate::retention::Retention;
+use crate::session::{Ended, SessionCmd, SessionHandle, SessionTask};
+use crate::spill::{Spill, SpillDir};
 
 /// How long `close_session` waits after SIGHUP before it sends SIGKILL.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Commands queued for one session task. Only attaches travel here, one
-/// per connection, so it is never near full; a sender waits if it were.
-const CMD_QUEUE: usize = 4;
+/// How much output each session may hold, and have in flight while connected.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// Retained bytes per session kept in memory; older ones spill.
+    pub memory_bound: usize,
+    /// Sent but unacknowledged bytes per session.
+    pub window: u64,
+    /// Where spills go, under the sandbox-wide disk cap.
+    pub spill_dir: Arc<SpillDir>,
+}
 
 /// A request that failed, as sent back in `request_failed`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +72,7 @@ struct Entry {
     /// Distinguishes this session from a later one reusing its id.
     serial: u64,
     pty: Arc<Pty>,
-    tx_cmd: mpsc::Sender<SessionCmd>,
-    rx_progress: watch::Receiver<Progress>,
+    task: SessionHandle,
     size: TermSize,
 }
 
@@ -74,7 +84,7 @@ struct Inner {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     serial: AtomicU64,
-    retain_cap: usize,
+    limits: Limits,
 }
 
 /// Every session this agentd runs; cheap to clone.
@@ -84,16 +94,9 @@ pub(crate) struct Sessions {
 }
 
 impl Sessions {
-    /// A registry spawning with `ctx`; its tasks end when `shutdown` fires.
-    pub(crate) fn new(ctx: SpawnContext, shutdown: CancellationToken) -> Self {
-        Sessions::with_retention(ctx, shutdown, RETAIN_CAP)
-    }
-
-    pub(crate) fn with_retention(
-        ctx: SpawnContext,
-        shutdown: CancellationToken,
-        retain_cap: usize,
-    ) -> Self {
+    /// A registry spawning with `ctx`, retaining output within `limits`;
+    /// its tasks end when `shutdown` fires.
+    pub(crate) fn new(ctx: SpawnContext, limits: Limits, shutdown: CancellationToken) -> Self {
         Sessions {
             inner: Arc::new(Inner {
                 ctx: Arc::new(ctx),
@@ -102,7 +105,7 @@ impl Sessions {
                 tracker: TaskTracker::new(),
                 shutdown,
                 serial: AtomicU64::new(0),
-                retain_cap,
+                limits,
             }),
         }
     }
@@ -120,19 +123,28 @@ impl Sessions {
         self.entries().get(&id).map(|entry| entry.pty.clone())
     }
 
-    /// Every session still held, as reported in a hello.
+    /// Every session still held (running, or exited but not yet recorded),
+    /// as reported in a hello.
     pub(crate) fn live(&self) -> Vec<LiveSession> {
         let entries = self.entries();
         let mut live: Vec<LiveSession> = entries
             .iter()
-            .map(|(id, entry)| {
-                let progress = *entry.rx_progress.borrow();
-                LiveSession {
+            .filter_map(|(id, entry)| {
+                let progress = *entry.task.rx_progress.borrow();
+                // The newest acks, even if the task has yet to apply them.
+                let stored = *entry.task.tx_stored.borrow();
+                if progress.exited && stored.exit {
+                    // Recorded; its task is winding down.
+                    return None;
+                }
+                Some(LiveSession {
                     session_id: *id,
                     next_offset: progress.next_offset,
-                    retained_from: progress.retained_from,
+                    retained_from: progress
+                        .retained_from
+                        .max(stored.offset.min(progress.next_offset)),
                     size: entry.size,
-                }
+                })
             })
             .collect();
         live.sort_by_key(|s| s.session_id);
@@ -183,8 +195,18 @@ impl Sessions {
         let pid = pty.pid();
         let pty = Arc::new(pty);
         let serial = self.inner.serial.fetch_add(1, Ordering::Relaxed);
-        let (tx_cmd, rx_cmd) = mpsc::channel(CMD_QUEUE);
-        let (tx_progress, rx_progress) = watch::channel(Progress::default());
+        let limits = &self.inner.limits;
+        let queue = Retention::new(
+            limits.memory_bound,
+            Spill::new(id, limits.spill_dir.clone()),
+        );
+        let (task, handle) = SessionTask::new(
+            id,
+            output,
+            queue,
+            limits.window,
+            self.inner.shutdown.clone(),
+        );
         {
             let mut entries = self.entries();
             if entries.contains_key(&id) {
@@ -200,26 +222,16 @@ impl Sessions {
                 Entry {
                     serial,
                     pty,
-                    tx_cmd,
-                    rx_progress,
+                    task: handle,
                     size,
                 },
             );
             self.publish_count(&entries);
         }
         info!(session.id = %id, pid, "session started");
-        let task = SessionTask {
-            id,
-            output,
-            rx_cmd,
-            tx_progress,
-            log: Retained::new(self.inner.retain_cap),
-            link: None,
-            shutdown: self.inner.shutdown.clone(),
-        };
         let this = self.clone();
         self.inner.tracker.spawn(async move {
-            if task.run().await == Ended::Reported {
+            if task.run().await == Ended::Recorded {
                 this.forget(id, serial);
             }
         });
@@ -237,20 +249,62 @@ impl Sessions {
 
     /// Where session `id`'s output stands, to wait on.
     #[cfg(test)]
-    pub(crate) fn progress(&self, id: SessionId) -> Option<watch::Receiver<Progress>> {
+    pub(crate) fn progress(
+        &self,
+        id: SessionId,
+    ) -> Option<watch::Receiver<crate::session::Progress>> {
         self.entries()
             .get(&id)
-            .map(|entry| entry.rx_progress.clone())
+            .map(|entry| entry.task.rx_progress.clone())
     }
 
-    /// Makes `tx_out` the session's live link after replaying from `from`.
-    pub(crate) async fn attach(&self, id: SessionId, tx_out: TxOut, from: u64) {
-        let tx_cmd = self.entries().get(&id).map(|entry| entry.tx_cmd.clone());
+    /// Makes `tx_out` the session's connection, sending from `from`
+    /// (replay, then live output). With `stored`, the control plane holds
+    /// everything below `from`: that counts as an ack.
+    pub(crate) async fn attach(&self, id: SessionId, tx_out: TxOut, from: u64, stored: bool) {
+        let tx_cmd = self
+            .entries()
+            .get(&id)
+            .map(|entry| entry.task.tx_cmd.clone());
+        let attach = SessionCmd::Attach {
+            tx_out,
+            from,
+            stored,
+        };
         match tx_cmd {
             // A closed queue means the task ended; its entry is going away.
-            Some(tx_cmd) => drop(tx_cmd.send(SessionCmd::Attach { tx_out, from }).await),
+            Some(tx_cmd) => drop(tx_cmd.send(attach).await),
             None => debug!(session.id = %id, "attach for a session that is gone"),
         }
+    }
+
+    /// The control plane stored session `id`'s output below `offset`.
+    pub(crate) fn ack(&self, id: SessionId, offset: u64) {
+        let entries = self.entries();
+        let Some(entry) = entries.get(&id) else {
+            debug!(session.id = %id, offset, "ack for an unknown session");
+            return;
+        };
+        entry.task.tx_stored.send_if_modified(|stored| {
+            let forward = offset > stored.offset;
+            if forward {
+                stored.offset = offset;
+            }
+            forward
+        });
+    }
+
+    /// The control plane stored session `id`'s exit.
+    pub(crate) fn exit_recorded(&self, id: SessionId) {
+        let entries = self.entries();
+        let Some(entry) = entries.get(&id) else {
+            debug!(session.id = %id, "exit_recorded for an unknown session");
+            return;
+        };
+        entry
+            .task
+            .tx_stored
+            .send_if_modified(|stored| !std::mem::replace(&mut stored.exit, true));
     }
 
     pub(crate) fn resize(&self, id: SessionId, size: TermSize) -> Result<(), RequestError> {
@@ -313,10 +367,10 @@ impl Sessions {
             removed
         };
         match removed {
-            Some(Entry { pty, tx_cmd, .. }) => {
+            Some(Entry { pty, task, .. }) => {
                 info!(session.id = %id, "session dropped at the control plane's request");
-                // Closing the task's queue before the kill keeps it from reporting the exit.
-                drop(tx_cmd);
+                // Closing the task's queues before the kill keeps it from reporting the exit.
+                drop(task);
                 let _ = pty.signal(Signal::Kill);
             }
             None => debug!(session.id = %id, "drop for an unknown session"),
@@ -402,8 +456,8 @@ impl Sessions {
                             pid: Some(pid),
                         };
                         send(tx_out, opened).await?;
-                        // Output so far waited in the session's log; it follows the reply.
-                        self.attach(session_id, tx_out.clone(), 0).await;
+                        // Output so far waited in the session's queue; it follows the reply.
+                        self.attach(session_id, tx_out.clone(), 0, false).await;
                         return Ok(());
                     }
                     Err(err) => {
@@ -428,6 +482,14 @@ impl Sessions {
             } => (request_id, self.close(session_id)),
             ControlToAgent::DropSession { session_id } => {
                 self.drop_session(session_id);
+                return Ok(());
+            }
+            ControlToAgent::Ack { session_id, offset } => {
+                self.ack(session_id, offset);
+                return Ok(());
+            }
+            ControlToAgent::ExitRecorded { session_id } => {
+                self.exit_recorded(session_id);
                 return Ok(());
             }
         };

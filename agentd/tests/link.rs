@@ -1,6 +1,7 @@
 //! `agentd::run` against a scripted control plane (a bare WebSocket server
 //! on 127.0.0.1:0): authentication, handshake, refusals, a session's round
-//! trip, resuming after a reconnect, malformed frames and shutdown.
+//! trip, resuming after a reconnect (from below what was sent, as acks
+//! allow), exits held until recorded, malformed frames and shutdown.
 
 // The handshake callbacks' signature, large error included, is tungstenite's.
 #![allow(clippy::result_large_err)]
@@ -46,9 +47,13 @@ impl Drop for Harness {
 }
 
 async fn start() -> Harness {
+    start_in(tempfile::tempdir().unwrap()).await
+}
+
+/// Starts agentd with its workdir at `work` under `workdir`.
+async fn start_in(workdir: TempDir) -> Harness {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let workdir = tempfile::tempdir().unwrap();
     let mut config = Config::new(base, TOKEN, workdir.path().join("work"));
     config.default_shell = Some("/bin/sh".into());
     let shutdown = CancellationToken::new();
@@ -298,6 +303,24 @@ async fn a_session_survives_a_reconnect_and_resumes_where_asked() {
 }
 
 #[tokio::test]
+async fn stale_spill_files_are_removed_at_startup() {
+    let workdir = tempfile::tempdir().unwrap();
+    let state = workdir
+        .path()
+        .join("work")
+        .join(agentd::DEFAULT_STATE_SUBDIR);
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("session-9-0.spill"), b"from a previous agentd").unwrap();
+    std::fs::write(state.join("notes.txt"), b"not agentd's").unwrap();
+    let harness = start_in(workdir).await;
+    // The state directory is ready before agentd dials.
+    let (_ws, sessions) = harness.hello().await;
+    assert!(sessions.is_empty());
+    assert!(!state.join("session-9-0.spill").exists());
+    assert!(state.join("notes.txt").exists());
+}
+
+#[tokio::test]
 async fn a_malformed_frame_closes_the_connection_and_agentd_reconnects() {
     let harness = start().await;
     let (mut ws, _) = harness.hello().await;
@@ -338,7 +361,93 @@ async fn shutdown_hangs_up_sessions_and_reports_their_exit() {
     harness.shutdown.cancel();
     let status = Stream::from(0).until_exit(&mut ws).await;
     assert_eq!(status, ExitStatus::signal(1));
+    send(
+        &mut ws,
+        ControlToAgent::ExitRecorded {
+            session_id: SessionId(3),
+        },
+    )
+    .await;
     harness.finished().await.unwrap();
+}
+
+#[tokio::test]
+async fn unacknowledged_output_and_an_unrecorded_exit_are_sent_again_after_a_reconnect() {
+    let harness = start().await;
+    let (mut ws, _) = harness.hello().await;
+    send(&mut ws, welcome(vec![])).await;
+    send(&mut ws, open_shell(1)).await;
+    input(&mut ws, 1, b"echo o''ne\r").await;
+    let mut first = Stream::from(0);
+    first.until_text(&mut ws, "one\r\n").await;
+    // Only the first three bytes are stored when the control plane goes.
+    send(
+        &mut ws,
+        ControlToAgent::Ack {
+            session_id: SessionId(1),
+            offset: 3,
+        },
+    )
+    .await;
+    drop(ws);
+
+    let (mut ws, sessions) = harness.hello().await;
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].retained_from, 3);
+    assert!(sessions[0].next_offset >= first.next);
+    // It resumes from what it stored, below what agentd sent before.
+    let resume = ResumeFrom {
+        session_id: SessionId(1),
+        offset: 3,
+    };
+    send(&mut ws, welcome(vec![resume])).await;
+    let mut again = Stream::from(3);
+    while again.next < first.next {
+        assert_eq!(again.take(&mut ws).await, None);
+    }
+    // The same bytes again (and maybe more, such as the next prompt).
+    let replayed = first.bytes.len() - 3;
+    assert_eq!(again.bytes[..replayed], first.bytes[3..]);
+    input(&mut ws, 1, b"exit 4\r").await;
+    assert_eq!(again.until_exit(&mut ws).await, ExitStatus::code(4));
+    let end = again.next;
+    send(
+        &mut ws,
+        ControlToAgent::Ack {
+            session_id: SessionId(1),
+            offset: end,
+        },
+    )
+    .await;
+    // The exit is not recorded before the link drops.
+    drop(ws);
+
+    let (mut ws, sessions) = harness.hello().await;
+    assert_eq!(sessions.len(), 1, "an unrecorded exit keeps the session");
+    assert_eq!(
+        (sessions[0].retained_from, sessions[0].next_offset),
+        (end, end)
+    );
+    let resume = ResumeFrom {
+        session_id: SessionId(1),
+        offset: end,
+    };
+    send(&mut ws, welcome(vec![resume])).await;
+    let mut last = Stream::from(end);
+    assert_eq!(last.until_exit(&mut ws).await, ExitStatus::code(4));
+    assert!(last.bytes.is_empty());
+    send(
+        &mut ws,
+        ControlToAgent::ExitRecorded {
+            session_id: SessionId(1),
+        },
+    )
+    .await;
+    // Recorded: gone from the next hello. Closing normally makes agentd
+    // redial; by then the exit_recorded sent before has been handled.
+    ws.close(None).await.unwrap();
+    let (_ws, sessions) = harness.hello().await;
+    assert!(sessions.is_empty(), "{sessions:?}");
 }
 
 #[tokio::test]

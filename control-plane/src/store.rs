@@ -666,6 +666,19 @@ mod tests {
         }
         assert_eq!(text, b"lo world!".to_vec());
         assert_eq!(gaps, vec![(11, 20, "cap exceeded".to_owned())]);
+        // Many small chunks before `from` do not hide the ones after it.
+        let mut small = SessionWrite {
+            tenant_id: DEFAULT_TENANT.into(),
+            session_id: Some(s.id),
+            ..SessionWrite::default()
+        };
+        small.stored_offset = 21;
+        for i in 0..100u64 {
+            small.chunks.push((21 + i, vec![b'x']));
+        }
+        store.write_output(&[small]).await.unwrap();
+        let pieces = store.read_output(s.id, 120, 121, 1 << 20).await.unwrap();
+        assert!(matches!(&pieces[..], [Piece::Data { offset: 120, data, .. }] if &data[..] == b"x"));
         // A range that ends inside a chunk is cut there.
         let pieces = store.read_output(s.id, 0, 4, 1 << 20).await.unwrap();
         assert!(

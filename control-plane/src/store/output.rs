@@ -143,12 +143,16 @@ impl Store {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(
+            // The range on `start` keeps to the primary key; the length test
+            // drops chunks that end before `from` before LIMIT counts them.
             "SELECT start, data FROM output_chunks
-             WHERE session_id = ? AND start > ? AND start < ? ORDER BY start LIMIT ?",
+             WHERE session_id = ? AND start > ? AND start < ? AND start + length(data) > ?
+             ORDER BY start LIMIT ?",
         )
         .bind(session.0 as i64)
         .bind(from as i64 - MAX_CHUNK as i64)
         .bind(to as i64)
+        .bind(from as i64)
         .bind((max_bytes / MAX_CHUNK).max(1) as i64 + 1)
         .fetch_all(&self.pool)
         .await?;
