@@ -44,7 +44,7 @@ pub async fn connect(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .unwrap_or("");
-    let sandbox = match state.store.authenticate_sandbox(token).await {
+    let sandbox = match state.auth.sandbox_token(token).await {
         Ok(Some(sandbox)) => sandbox,
         Ok(None) => {
             return ApiError::unauthorized(
@@ -142,7 +142,7 @@ async fn run(state: AppState, sandbox: SandboxRow, socket: WebSocket) {
     let now = clock::now_rfc3339();
     if let Err(err) = state
         .store
-        .touch_sandbox(&sandbox.id, &now, Some(&hello.peer))
+        .touch_sandbox(&sandbox.tenant_id, &sandbox.id, &now, Some(&hello.peer))
         .await
     {
         warn!(error = %err, "could not record the agent's connection");
@@ -199,7 +199,7 @@ async fn run(state: AppState, sandbox: SandboxRow, socket: WebSocket) {
     let last_seen = clock::rfc3339(link.last_seen());
     if let Err(err) = state
         .store
-        .touch_sandbox(&sandbox.id, &last_seen, None)
+        .touch_sandbox(&sandbox.tenant_id, &sandbox.id, &last_seen, None)
         .await
     {
         warn!(error = %err, "could not record the agent's last-seen time");
@@ -243,7 +243,7 @@ async fn reconcile(
                 if row.state == SessionState::Starting {
                     state
                         .store
-                        .set_session_state(row.id, SessionState::Running)
+                        .set_session_state(&sandbox.tenant_id, row.id, SessionState::Running)
                         .await?;
                 }
                 // Everything below the log's end is stored or queued for the store.
@@ -256,12 +256,19 @@ async fn reconcile(
             _ => out.dropped.push(l.session_id),
         }
     }
-    for row in state.store.unfinished_sessions(&sandbox.id).await? {
+    for row in state
+        .store
+        .unfinished_sessions(&sandbox.tenant_id, &sandbox.id)
+        .await?
+    {
         if live_ids.contains(&row.id) {
             continue;
         }
         let end = state.hub.log(row.id).map_or(row.end_offset, |l| l.end());
-        state.store.finish_session(row.id, None, end).await?;
+        state
+            .store
+            .finish_session(&sandbox.tenant_id, row.id, None, end)
+            .await?;
         if let Some(log) = state.hub.log(row.id) {
             log.finish(Ending::Lost(
                 "the sandbox no longer has this session (agentd restarted)".into(),
@@ -405,6 +412,15 @@ async fn handle_message(
         AgentToControl::SessionOpened {
             request_id, pid, ..
         } => link.complete(request_id, Ok(AgentReply::Opened { pid })),
+        AgentToControl::ToolResult { request_id, result } => {
+            link.complete(request_id, Ok(AgentReply::Tool(Box::new(result))))
+        }
+        AgentToControl::LspDiagnostics {
+            uri, diagnostics, ..
+        } => {
+            // Pushed to subscribers once the tools API routes them; served on request meanwhile.
+            debug!(uri = %uri, count = diagnostics.len(), "language server diagnostics");
+        }
         AgentToControl::RequestDone { request_id } => {
             link.complete(request_id, Ok(AgentReply::Done))
         }

@@ -258,15 +258,18 @@ async fn open_session(
         Ok(AgentReply::Opened { pid }) => {
             state
                 .store
-                .set_session_state(id, SessionState::Running)
+                .set_session_state(&sandbox.tenant_id, id, SessionState::Running)
                 .await?;
             log.set_running();
             info!(sandbox.id = %sandbox.id, session.id = %id, pid = ?pid, "session opened");
             Ok((StatusCode::CREATED, Json(log.info(&row))))
         }
-        Ok(AgentReply::Done) => Err(ApiError::internal()),
+        Ok(AgentReply::Done | AgentReply::Tool(_)) => Err(ApiError::internal()),
         Err(err) => {
-            state.store.finish_session(id, None, 0).await?;
+            state
+                .store
+                .finish_session(&sandbox.tenant_id, id, None, 0)
+                .await?;
             log.finish(Ending::Lost("the session could not be started".into()));
             state.hub.remove_log(id);
             Err(err.into())
@@ -370,7 +373,7 @@ async fn session_output(
     let from = query.from.unwrap_or(0).min(to);
 
     // Holes are known before the body: stored gap records plus the live ring's.
-    let mut holes = state.store.output_gaps(row.id, from, to).await?;
+    let mut holes = state.store.output_gaps(&row.tenant_id, row.id, from, to).await?;
     holes.extend(log.ring_gaps(from, to));
     holes.sort_by_key(|g| g.from);
     holes.dedup_by_key(|g| g.from);

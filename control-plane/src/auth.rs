@@ -6,8 +6,29 @@ use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::store::Principal;
+use crate::store::{Principal, SandboxRow, StoreError, SystemStore};
 use crate::AppState;
+
+/// The auth layer's narrow window onto the system store: it can look up
+/// tokens and nothing else, so holding one grants no tenant data.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    system: SystemStore,
+}
+
+impl Authenticator {
+    pub fn new(system: SystemStore) -> Self {
+        Authenticator { system }
+    }
+
+    pub async fn api_token(&self, token: &str) -> Result<Option<Principal>, StoreError> {
+        self.system.authenticate_api(token).await
+    }
+
+    pub async fn sandbox_token(&self, token: &str) -> Result<Option<SandboxRow>, StoreError> {
+        self.system.authenticate_sandbox(token).await
+    }
+}
 
 /// What a token is for; its prefix tells a person which kind they hold.
 #[derive(Debug, Clone, Copy)]
@@ -60,8 +81,8 @@ impl FromRequestParts<AppState> for Principal {
             ApiError::unauthorized("missing API token: send `Authorization: Bearer <token>`")
         })?;
         state
-            .store
-            .authenticate_api(token)
+            .auth
+            .api_token(token)
             .await?
             .ok_or_else(|| ApiError::unauthorized("invalid API token"))
     }

@@ -27,6 +27,10 @@ pub struct Config {
     /// The owner's API token on a fresh database (`PADDOCK_BOOTSTRAP_TOKEN`).
     #[serde(skip)]
     pub bootstrap_token: Option<String>,
+    /// An owner token to accept whatever the database holds (`up` keeps one
+    /// in its data directory).
+    #[serde(skip)]
+    pub owner_token: Option<String>,
 }
 
 impl Default for Config {
@@ -39,6 +43,7 @@ impl Default for Config {
             sqlite_synchronous: Durability::Full,
             live_buffer_bytes: 4 * 1024 * 1024,
             bootstrap_token: None,
+            owner_token: None,
         }
     }
 }
@@ -56,6 +61,7 @@ impl fmt::Debug for Config {
                 "bootstrap_token",
                 &self.bootstrap_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("owner_token", &self.owner_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -155,12 +161,11 @@ impl Config {
             });
         }
         if let Some(url) = &self.database_url {
-            if !url.starts_with("sqlite:") {
+            let known = ["sqlite:", "postgres:", "postgresql:"];
+            if !known.iter().any(|scheme| url.starts_with(scheme)) {
                 return Err(ConfigError::Invalid {
                     key: "database_url",
-                    message: format!(
-                        "`{url}` is not supported yet; use a sqlite:// URL (PostgreSQL support is planned)"
-                    ),
+                    message: "use a sqlite:// path or a postgres:// URL".into(),
                 });
             }
         }
@@ -178,7 +183,7 @@ impl Config {
     pub fn database_url(&self) -> String {
         self.database_url
             .clone()
-            .unwrap_or_else(|| crate::store::Store::sqlite_url(&self.data_dir))
+            .unwrap_or_else(|| crate::store::sqlite_url(&self.data_dir))
     }
 }
 

@@ -53,7 +53,11 @@ impl ApiError {
             | ErrorCode::SandboxDisconnected
             | ErrorCode::DriverExists
             | ErrorCode::SessionEnded => StatusCode::CONFLICT,
-            ErrorCode::SpawnFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::SpawnFailed | ErrorCode::ToolFailed | ErrorCode::AuthFailed => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ErrorCode::PathEscape => StatusCode::BAD_REQUEST,
+            ErrorCode::NonFastForward | ErrorCode::Cancelled => StatusCode::CONFLICT,
             ErrorCode::UnsupportedVersion => StatusCode::BAD_REQUEST,
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Internal | ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,

@@ -387,7 +387,7 @@ impl SessionLog {
             ReadAt::Behind => {
                 let limit = to.min(self.lock().ring_start.max(cursor + 1));
                 store
-                    .read_output(self.id, cursor, limit, 4 * 1024 * 1024)
+                    .read_output(&self.tenant_id, self.id, cursor, limit, 4 * 1024 * 1024)
                     .await
             }
             ReadAt::CaughtUp => Ok(Vec::new()),

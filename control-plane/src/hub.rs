@@ -24,6 +24,7 @@ pub enum Outgoing {
 pub enum AgentReply {
     Opened { pid: Option<u32> },
     Done,
+    Tool(Box<paddock_protocol::ToolOutput>),
 }
 
 #[derive(Debug, thiserror::Error)]

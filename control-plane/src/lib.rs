@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
+use auth::Authenticator;
 use hub::Hub;
 use store::Store;
 
@@ -35,6 +36,7 @@ use store::Store;
 #[derive(Clone)]
 pub struct AppState {
     store: Store,
+    auth: Authenticator,
     hub: Arc<Hub>,
     config: Arc<Config>,
     /// Output and exits on their way to the store, in arrival order.
@@ -61,11 +63,11 @@ impl App {
                 config.data_dir.display()
             )
         })?;
-        let store = Store::open(&config.database_url(), config.sqlite_synchronous)
+        let (store, system) = store::open(&config.database_url(), config.sqlite_synchronous)
             .await
-            .with_context(|| format!("could not open database {}", config.database_url()))?;
+            .with_context(|| format!("could not open database {}", redact_url(&config.database_url())))?;
         let mut generated_token = None;
-        if !store.has_api_tokens().await? {
+        if !system.has_api_tokens().await? {
             let token = match &config.bootstrap_token {
                 Some(token) => token.clone(),
                 None => {
@@ -74,7 +76,10 @@ impl App {
                     token
                 }
             };
-            store.ensure_owner_token(&token).await?;
+            system.ensure_owner_token(store::DEFAULT_TENANT, &token).await?;
+        }
+        if let Some(token) = &config.owner_token {
+            system.ensure_owner_token(store::DEFAULT_TENANT, token).await?;
         }
         let hub: Arc<Hub> = Arc::default();
         let (tx_persist, rx_persist) = tokio::sync::mpsc::channel(persist::PERSIST_QUEUE);
@@ -82,6 +87,7 @@ impl App {
             persist::spawn_persister(store.clone(), hub.clone(), rx_persist, shutdown.clone());
         let state = AppState {
             store,
+            auth: Authenticator::new(system),
             hub,
             config: Arc::new(config),
             tx_persist,
@@ -120,5 +126,24 @@ impl App {
             tracing::warn!("output still queued for the store after 10 s; exiting anyway");
         }
         Ok(())
+    }
+}
+
+/// A database URL fit for logs: the password, if any, replaced.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:<redacted>{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
     }
 }

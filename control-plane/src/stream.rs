@@ -459,7 +459,7 @@ pub async fn resize(
         })
         .await?;
     log.set_size(size);
-    if let Err(err) = state.store.set_session_size(id, size).await {
+    if let Err(err) = state.store.set_session_size(&log.tenant_id, id, size).await {
         tracing::warn!(session.id = %id, error = %err, "could not record a resize");
     }
     Ok(())

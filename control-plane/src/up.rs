@@ -54,12 +54,12 @@ pub async fn up(
     })?;
     let owner_token = read_or_create_secret(&config.data_dir.join("owner.token"), TokenKind::Api)?;
     config.bootstrap_token = Some(owner_token.clone());
+    config.owner_token = Some(owner_token.clone());
 
     // The server stops only after the children, so none of them spins on reconnects.
     let server_shutdown = CancellationToken::new();
     let app = App::open(config, server_shutdown.clone()).await?;
     let state = app.state.clone();
-    state.store.ensure_owner_token(&owner_token).await?;
 
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
@@ -151,7 +151,7 @@ async fn local_sandbox(
     let saved = std::fs::read_to_string(&token_path).ok();
     if let (Some(sandbox), Some(token)) = (&existing, &saved) {
         let token = token.trim();
-        let owner = state.store.authenticate_sandbox(token).await?;
+        let owner = state.auth.sandbox_token(token).await?;
         if owner.is_some_and(|o| o.id == sandbox.id) {
             return Ok((sandbox.id.clone(), token.to_owned()));
         }

@@ -6,6 +6,8 @@ use bytes::Bytes;
 use paddock_protocol::{ExitStatus, SessionId};
 use sqlx::Row;
 
+use super::Backend;
+
 use super::{now_rfc3339, Result, Store};
 
 /// Largest chunk stored in one row; consecutive output of a session within a
@@ -77,10 +79,18 @@ impl Store {
         for write in writes {
             let Some(id) = write.session_id else { continue };
             let id = id.0 as i64;
+            // One transaction for the whole batch; row-level security follows
+            // each session's tenant as the batch moves through them.
+            if self.backend == Backend::Postgres {
+                sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+                    .bind(&write.tenant_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             for (start, data) in &write.chunks {
                 sqlx::query(
-                    "INSERT OR IGNORE INTO output_chunks (tenant_id, session_id, start, data)
-                     VALUES (?, ?, ?, ?)",
+                    "INSERT INTO output_chunks (tenant_id, session_id, start, data)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                 )
                 .bind(&write.tenant_id)
                 .bind(id)
@@ -91,8 +101,8 @@ impl Store {
             }
             for gap in &write.gaps {
                 sqlx::query(
-                    "INSERT OR IGNORE INTO output_gaps (tenant_id, session_id, start, stop, reason)
-                     VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO output_gaps (tenant_id, session_id, start, stop, reason)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                 )
                 .bind(&write.tenant_id)
                 .bind(id)
@@ -103,7 +113,8 @@ impl Store {
                 .await?;
             }
             sqlx::query(
-                "UPDATE sessions SET stored_offset = MAX(stored_offset, ?) WHERE id = ? AND tenant_id = ?",
+                "UPDATE sessions SET stored_offset = CASE WHEN stored_offset < $1 THEN $1 ELSE stored_offset END
+                 WHERE id = $2 AND tenant_id = $3",
             )
             .bind(write.stored_offset as i64)
             .bind(id)
@@ -112,12 +123,12 @@ impl Store {
             .await?;
             if let Some(status) = write.exit {
                 sqlx::query(
-                    "UPDATE sessions SET state = 'exited', ended_at = COALESCE(ended_at, ?),
-                     exit_code = ?, exit_signal = ?, end_offset = ? WHERE id = ? AND tenant_id = ?",
+                    "UPDATE sessions SET state = 'exited', ended_at = COALESCE(ended_at, $1),
+                     exit_code = $2, exit_signal = $3, end_offset = $4 WHERE id = $5 AND tenant_id = $6",
                 )
                 .bind(now_rfc3339())
-                .bind(status.code)
-                .bind(status.signal)
+                .bind(status.code.map(i64::from))
+                .bind(status.signal.map(i64::from))
                 .bind(write.stored_offset as i64)
                 .bind(id)
                 .bind(&write.tenant_id)
@@ -134,6 +145,7 @@ impl Store {
     /// hole with no gap record (which should not happen) is reported as one.
     pub async fn read_output(
         &self,
+        tenant_id: &str,
         session: SessionId,
         from: u64,
         to: u64,
@@ -142,21 +154,23 @@ impl Store {
         if from >= to {
             return Ok(Vec::new());
         }
+        let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(
             // The range on `start` keeps to the primary key; the length test
             // drops chunks that end before `from` before LIMIT counts them.
             "SELECT start, data FROM output_chunks
-             WHERE session_id = ? AND start > ? AND start < ? AND start + length(data) > ?
-             ORDER BY start LIMIT ?",
+             WHERE tenant_id = $1 AND session_id = $2 AND start > $3 AND start < $4
+             AND start + length(data) > $5 ORDER BY start LIMIT $6",
         )
+        .bind(tenant_id)
         .bind(session.0 as i64)
         .bind(from as i64 - MAX_CHUNK as i64)
         .bind(to as i64)
         .bind(from as i64)
         .bind((max_bytes / MAX_CHUNK).max(1) as i64 + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        let gaps = self.output_gaps(session, from, to).await?;
+        let gaps = gaps_in(&mut tx, tenant_id, session, from, to).await?;
 
         let mut pieces = Vec::new();
         let mut cursor = from;
@@ -188,49 +202,68 @@ impl Store {
         }
         // Past the last chunk read: holes up to the next chunk, if gaps explain them.
         if pieces.is_empty() || total < max_bytes {
-            let next_chunk = self.next_chunk_start(session, cursor, to).await?;
+            let row = sqlx::query(
+                "SELECT MIN(start) AS start FROM output_chunks
+                 WHERE tenant_id = $1 AND session_id = $2 AND start >= $3 AND start < $4",
+            )
+            .bind(tenant_id)
+            .bind(session.0 as i64)
+            .bind(cursor as i64)
+            .bind(to as i64)
+            .fetch_one(&mut *tx)
+            .await?;
+            let next_chunk = row
+                .try_get::<Option<i64>, _>("start")?
+                .map_or(to, |s| s as u64);
             if next_chunk > cursor {
                 push_holes(&mut pieces, &gaps, cursor, next_chunk);
             }
         }
+        tx.commit().await?;
         Ok(pieces)
     }
 
-    async fn next_chunk_start(&self, session: SessionId, from: u64, to: u64) -> Result<u64> {
-        let row = sqlx::query(
-            "SELECT MIN(start) AS start FROM output_chunks WHERE session_id = ? AND start >= ? AND start < ?",
-        )
-        .bind(session.0 as i64)
-        .bind(from as i64)
-        .bind(to as i64)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row
-            .try_get::<Option<i64>, _>("start")?
-            .map_or(to, |s| s as u64))
-    }
-
     /// Gap records of a session overlapping `[from, to)`.
-    pub async fn output_gaps(&self, session: SessionId, from: u64, to: u64) -> Result<Vec<GapRow>> {
-        let rows = sqlx::query(
-            "SELECT start, stop, reason FROM output_gaps
-             WHERE session_id = ? AND stop > ? AND start < ? ORDER BY start",
-        )
-        .bind(session.0 as i64)
-        .bind(from as i64)
-        .bind(to as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(GapRow {
-                    from: row.try_get::<i64, _>("start")? as u64,
-                    to: row.try_get::<i64, _>("stop")? as u64,
-                    reason: row.try_get("reason")?,
-                })
-            })
-            .collect()
+    pub async fn output_gaps(
+        &self,
+        tenant_id: &str,
+        session: SessionId,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<GapRow>> {
+        let mut tx = self.begin(tenant_id).await?;
+        let gaps = gaps_in(&mut tx, tenant_id, session, from, to).await?;
+        tx.commit().await?;
+        Ok(gaps)
     }
+}
+
+async fn gaps_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tenant_id: &str,
+    session: SessionId,
+    from: u64,
+    to: u64,
+) -> Result<Vec<GapRow>> {
+    let rows = sqlx::query(
+        "SELECT start, stop, reason FROM output_gaps
+         WHERE tenant_id = $1 AND session_id = $2 AND stop > $3 AND start < $4 ORDER BY start",
+    )
+    .bind(tenant_id)
+    .bind(session.0 as i64)
+    .bind(from as i64)
+    .bind(to as i64)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(GapRow {
+                from: row.try_get::<i64, _>("start")? as u64,
+                to: row.try_get::<i64, _>("stop")? as u64,
+                reason: row.try_get("reason")?,
+            })
+        })
+        .collect()
 }
 
 /// Gap pieces covering `[from, to)`, with the recorded reasons where known.

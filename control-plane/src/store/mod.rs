@@ -1,21 +1,34 @@
-//! Durable state on SQLite through sqlx: tenants, API tokens, sandboxes and
-//! sessions. Queries are checked at run time (no database needed to build);
-//! every query on tenant data names the tenant.
+//! Durable state through sqlx on SQLite (the embedded default) or
+//! PostgreSQL (production), with one code path: queries are written once
+//! with `$N` placeholders, which both drivers accept, and run on sqlx's
+//! `Any` pool. Queries are checked at run time, so no database is needed to
+//! build.
+//!
+//! Tenancy is enforced twice. Every method on tenant data takes the tenant
+//! and filters by it; and on PostgreSQL every such query runs inside a
+//! transaction that first sets `app.tenant_id`, as the role `paddock_app`,
+//! so row-level security hides other tenants' rows even from a query that
+//! forgot its filter. Work that must cross tenants goes through
+//! [`SystemStore`] (role `paddock_system`), which request handlers do not hold.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::str::FromStr;
 
 use paddock_protocol::api::{SandboxInfo, SandboxStatus, SessionState};
 use paddock_protocol::{ExitStatus, SandboxId, SessionId, TermSize};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::auth::{hash_token, new_token, TokenKind};
 use crate::clock::now_rfc3339;
 
 mod output;
+mod system;
 pub use output::{GapRow, Piece, SessionWrite};
+pub use system::SystemStore;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The one tenant that exists until multi-tenancy lands.
 pub const DEFAULT_TENANT: &str = "default";
@@ -89,11 +102,6 @@ pub struct SessionRow {
     pub end_offset: u64,
 }
 
-#[derive(Debug, Clone)]
-pub struct Store {
-    pool: SqlitePool,
-}
-
 /// SQLite's `synchronous` setting: how hard a commit pushes data to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -129,88 +137,131 @@ impl std::str::FromStr for Durability {
     }
 }
 
+/// Which database a store speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Tenant-scoped storage: what request handlers and agent connections use.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Opens the database at `url` (a `sqlite://` path or a `postgres://` URL),
+/// applies migrations, and returns the tenant-scoped store and the system
+/// store. On PostgreSQL the two use separate pools, as `paddock_app` and
+/// `paddock_system`.
+pub async fn open(url: &str, durability: Durability) -> Result<(Store, SystemStore)> {
+    sqlx::any::install_default_drivers();
+    let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
+    match backend {
+        Backend::Sqlite => {
+            let url = if url.contains('?') {
+                url.to_owned()
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            let pool = sqlite_pool(&url, durability).await?;
+            SQLITE_MIGRATIONS.run(&pool).await?;
+            let store = Store {
+                pool: pool.clone(),
+                backend,
+            };
+            store.ensure_tenant(DEFAULT_TENANT).await?;
+            Ok((store, SystemStore::new(pool, backend)))
+        }
+        Backend::Postgres => {
+            let owner = AnyPoolOptions::new().max_connections(2).connect(url).await?;
+            POSTGRES_MIGRATIONS.run(&owner).await?;
+            owner.close().await;
+            let app = pg_pool(url, "paddock_app", 16).await?;
+            let system = pg_pool(url, "paddock_system", 4).await?;
+            let store = Store { pool: app, backend };
+            let system = SystemStore::new(system, backend);
+            system.ensure_tenant(DEFAULT_TENANT).await?;
+            Ok((store, system))
+        }
+    }
+}
+
+async fn sqlite_pool(url: &str, durability: Durability) -> Result<AnyPool> {
+    let pool = AnyPoolOptions::new()
+        .max_connections(8)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                for pragma in [
+                    "PRAGMA journal_mode = WAL".to_owned(),
+                    format!("PRAGMA synchronous = {}", durability.as_str()),
+                    "PRAGMA foreign_keys = ON".to_owned(),
+                    "PRAGMA busy_timeout = 5000".to_owned(),
+                ] {
+                    sqlx::query(&pragma).execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?;
+    Ok(pool)
+}
+
+/// A pool whose connections act as `role` (`SET ROLE` right after connecting).
+async fn pg_pool(url: &str, role: &'static str, max: u32) -> Result<AnyPool> {
+    let pool = AnyPoolOptions::new()
+        .max_connections(max)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                sqlx::query(&format!("SET ROLE {role}")).execute(&mut *conn).await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?;
+    Ok(pool)
+}
+
+/// The SQLite URL for a data directory.
+pub fn sqlite_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("paddock.db").display())
+}
+
 impl Store {
-    /// Opens (creating if needed) the database at `url` and applies migrations.
-    pub async fn open(url: &str, durability: Durability) -> Result<Store> {
-        let synchronous = match durability {
-            Durability::Full => SqliteSynchronous::Full,
-            Durability::Normal => SqliteSynchronous::Normal,
-            Durability::Off => SqliteSynchronous::Off,
-        };
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(synchronous)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        let store = Store { pool };
-        store.ensure_tenant(DEFAULT_TENANT).await?;
-        Ok(store)
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
-    /// The SQLite URL for a data directory.
-    pub fn sqlite_url(data_dir: &Path) -> String {
-        format!("sqlite://{}", data_dir.join("paddock.db").display())
+    /// A transaction in which every statement sees only `tenant`'s rows
+    /// (enforced by row-level security on PostgreSQL).
+    pub async fn begin(&self, tenant: &str) -> Result<Transaction<'static, Any>> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
     }
 
     async fn ensure_tenant(&self, name: &str) -> Result<()> {
-        sqlx::query("INSERT OR IGNORE INTO tenants (id, name, created_at) VALUES (?, ?, ?)")
-            .bind(name)
-            .bind(name)
-            .bind(now_rfc3339())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn has_api_tokens(&self) -> Result<bool> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM api_tokens")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<i64, _>("n")? > 0)
-    }
-
-    /// Stores `token` as an owner token of the default tenant unless it is already known.
-    pub async fn ensure_owner_token(&self, token: &str) -> Result<()> {
+        let mut tx = self.begin(name).await?;
         sqlx::query(
-            "INSERT OR IGNORE INTO api_tokens (id, tenant_id, name, role, token_hash, created_at)
-             VALUES (?, ?, 'owner', 'owner', ?, ?)",
+            "INSERT INTO tenants (id, name, created_at) VALUES ($1, $1, $2) ON CONFLICT DO NOTHING",
         )
-        .bind(new_id("tok"))
-        .bind(DEFAULT_TENANT)
-        .bind(hash_token(token))
+        .bind(name)
         .bind(now_rfc3339())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
-    }
-
-    pub async fn authenticate_api(&self, token: &str) -> Result<Option<Principal>> {
-        let row = sqlx::query("SELECT tenant_id, name, role FROM api_tokens WHERE token_hash = ?")
-            .bind(hash_token(token))
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| {
-            Ok(Principal {
-                tenant_id: row.try_get("tenant_id")?,
-                token_name: row.try_get("name")?,
-                role: row.try_get("role")?,
-            })
-        })
-        .transpose()
-    }
-
-    pub async fn authenticate_sandbox(&self, token: &str) -> Result<Option<SandboxRow>> {
-        let row = sqlx::query(&format!("{SANDBOX_COLUMNS} WHERE token_hash = ?"))
-            .bind(hash_token(token))
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| sandbox_from_row(&r)).transpose()
     }
 
     /// Registers a sandbox and returns it with its agentd token (shown once, stored hashed).
@@ -226,9 +277,10 @@ impl Store {
         let created_at = now_rfc3339();
         let labels_json =
             serde_json::to_string(labels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.begin(tenant_id).await?;
         let result = sqlx::query(
             "INSERT INTO sandboxes (id, tenant_id, name, labels, token_hash, provider, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(id.as_str())
         .bind(tenant_id)
@@ -237,7 +289,7 @@ impl Store {
         .bind(hash_token(&token))
         .bind(provider)
         .bind(&created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         match result {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -245,6 +297,7 @@ impl Store {
             }
             other => other?,
         };
+        tx.commit().await?;
         let row = SandboxRow {
             id,
             tenant_id: tenant_id.to_owned(),
@@ -260,59 +313,63 @@ impl Store {
     /// Replaces a sandbox's agentd token; the old one stops working at once.
     pub async fn rotate_sandbox_token(&self, tenant_id: &str, id: &SandboxId) -> Result<String> {
         let token = new_token(TokenKind::Sandbox);
-        sqlx::query("UPDATE sandboxes SET token_hash = ? WHERE tenant_id = ? AND id = ?")
+        let mut tx = self.begin(tenant_id).await?;
+        sqlx::query("UPDATE sandboxes SET token_hash = $1 WHERE tenant_id = $2 AND id = $3")
             .bind(hash_token(&token))
             .bind(tenant_id)
             .bind(id.as_str())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(token)
     }
 
     pub async fn list_sandboxes(&self, tenant_id: &str) -> Result<Vec<SandboxRow>> {
+        let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(&format!(
-            "{SANDBOX_COLUMNS} WHERE tenant_id = ? ORDER BY created_at, name"
+            "{SANDBOX_COLUMNS} WHERE tenant_id = $1 ORDER BY created_at, name"
         ))
         .bind(tenant_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter().map(sandbox_from_row).collect()
     }
 
     /// Finds a sandbox of the tenant by id or, failing that, by name.
-    pub async fn find_sandbox(
-        &self,
-        tenant_id: &str,
-        id_or_name: &str,
-    ) -> Result<Option<SandboxRow>> {
+    pub async fn find_sandbox(&self, tenant_id: &str, id_or_name: &str) -> Result<Option<SandboxRow>> {
+        let mut tx = self.begin(tenant_id).await?;
         let row = sqlx::query(&format!(
-            "{SANDBOX_COLUMNS} WHERE tenant_id = ? AND (id = ? OR name = ?)
-             ORDER BY CASE WHEN id = ? THEN 0 ELSE 1 END LIMIT 1"
+            "{SANDBOX_COLUMNS} WHERE tenant_id = $1 AND (id = $2 OR name = $2)
+             ORDER BY CASE WHEN id = $2 THEN 0 ELSE 1 END LIMIT 1"
         ))
         .bind(tenant_id)
         .bind(id_or_name)
-        .bind(id_or_name)
-        .bind(id_or_name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         row.map(|r| sandbox_from_row(&r)).transpose()
     }
 
     pub async fn touch_sandbox(
         &self,
+        tenant_id: &str,
         id: &SandboxId,
         last_seen_at: &str,
         agent_version: Option<&str>,
     ) -> Result<()> {
+        let mut tx = self.begin(tenant_id).await?;
         sqlx::query(
-            "UPDATE sandboxes SET last_seen_at = ?, agent_version = COALESCE(?, agent_version)
-             WHERE id = ?",
+            "UPDATE sandboxes SET last_seen_at = $1, agent_version = COALESCE($2, agent_version)
+             WHERE tenant_id = $3 AND id = $4",
         )
         .bind(last_seen_at)
         .bind(agent_version)
+        .bind(tenant_id)
         .bind(id.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -326,19 +383,21 @@ impl Store {
         let created_at = now_rfc3339();
         let args_json =
             serde_json::to_string(args).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.begin(&sandbox.tenant_id).await?;
         let row = sqlx::query(
             "INSERT INTO sessions (tenant_id, sandbox_id, command, args, cols, rows, state, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, 'starting', ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, 'starting', $7) RETURNING id",
         )
         .bind(&sandbox.tenant_id)
         .bind(sandbox.id.as_str())
         .bind(command)
         .bind(&args_json)
-        .bind(size.cols)
-        .bind(size.rows)
+        .bind(i64::from(size.cols))
+        .bind(i64::from(size.rows))
         .bind(&created_at)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(SessionRow {
             id: SessionId(row.try_get::<i64, _>("id")? as u64),
             tenant_id: sandbox.tenant_id.clone(),
@@ -354,22 +413,28 @@ impl Store {
         })
     }
 
-    pub async fn set_session_state(&self, id: SessionId, state: SessionState) -> Result<()> {
-        sqlx::query("UPDATE sessions SET state = ? WHERE id = ?")
+    pub async fn set_session_state(&self, tenant_id: &str, id: SessionId, state: SessionState) -> Result<()> {
+        let mut tx = self.begin(tenant_id).await?;
+        sqlx::query("UPDATE sessions SET state = $1 WHERE tenant_id = $2 AND id = $3")
             .bind(state_str(state))
+            .bind(tenant_id)
             .bind(id.0 as i64)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    pub async fn set_session_size(&self, id: SessionId, size: TermSize) -> Result<()> {
-        sqlx::query("UPDATE sessions SET cols = ?, rows = ? WHERE id = ?")
-            .bind(size.cols)
-            .bind(size.rows)
+    pub async fn set_session_size(&self, tenant_id: &str, id: SessionId, size: TermSize) -> Result<()> {
+        let mut tx = self.begin(tenant_id).await?;
+        sqlx::query("UPDATE sessions SET cols = $1, rows = $2 WHERE tenant_id = $3 AND id = $4")
+            .bind(i64::from(size.cols))
+            .bind(i64::from(size.rows))
+            .bind(tenant_id)
             .bind(id.0 as i64)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -378,6 +443,7 @@ impl Store {
     /// [`Store::write_output`], so they are never stored ahead of it.)
     pub async fn finish_session(
         &self,
+        tenant_id: &str,
         id: SessionId,
         status: Option<ExitStatus>,
         end_offset: u64,
@@ -387,33 +453,34 @@ impl Store {
         } else {
             SessionState::Lost
         };
+        let mut tx = self.begin(tenant_id).await?;
         sqlx::query(
-            "UPDATE sessions SET state = ?, ended_at = ?, exit_code = ?, exit_signal = ?, end_offset = ?
-             WHERE id = ?",
+            "UPDATE sessions SET state = $1, ended_at = $2, exit_code = $3, exit_signal = $4, end_offset = $5
+             WHERE tenant_id = $6 AND id = $7",
         )
         .bind(state_str(state))
         .bind(now_rfc3339())
-        .bind(status.and_then(|s| s.code))
-        .bind(status.and_then(|s| s.signal))
+        .bind(status.and_then(|s| s.code).map(i64::from))
+        .bind(status.and_then(|s| s.signal).map(i64::from))
         .bind(end_offset as i64)
+        .bind(tenant_id)
         .bind(id.0 as i64)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    pub async fn list_sessions(
-        &self,
-        tenant_id: &str,
-        sandbox: &SandboxId,
-    ) -> Result<Vec<SessionRow>> {
+    pub async fn list_sessions(&self, tenant_id: &str, sandbox: &SandboxId) -> Result<Vec<SessionRow>> {
+        let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(&format!(
-            "{SESSION_COLUMNS} WHERE tenant_id = ? AND sandbox_id = ? ORDER BY id"
+            "{SESSION_COLUMNS} WHERE tenant_id = $1 AND sandbox_id = $2 ORDER BY id"
         ))
         .bind(tenant_id)
         .bind(sandbox.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter().map(session_from_row).collect()
     }
 
@@ -423,25 +490,31 @@ impl Store {
         sandbox: &SandboxId,
         id: SessionId,
     ) -> Result<Option<SessionRow>> {
+        let mut tx = self.begin(tenant_id).await?;
         let row = sqlx::query(&format!(
-            "{SESSION_COLUMNS} WHERE tenant_id = ? AND sandbox_id = ? AND id = ?"
+            "{SESSION_COLUMNS} WHERE tenant_id = $1 AND sandbox_id = $2 AND id = $3"
         ))
         .bind(tenant_id)
         .bind(sandbox.as_str())
         .bind(id.0 as i64)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         row.map(|r| session_from_row(&r)).transpose()
     }
 
     /// Sessions of a sandbox not known to have ended.
-    pub async fn unfinished_sessions(&self, sandbox: &SandboxId) -> Result<Vec<SessionRow>> {
+    pub async fn unfinished_sessions(&self, tenant_id: &str, sandbox: &SandboxId) -> Result<Vec<SessionRow>> {
+        let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(&format!(
-            "{SESSION_COLUMNS} WHERE sandbox_id = ? AND state IN ('starting', 'running') ORDER BY id"
+            "{SESSION_COLUMNS} WHERE tenant_id = $1 AND sandbox_id = $2
+             AND state IN ('starting', 'running') ORDER BY id"
         ))
+        .bind(tenant_id)
         .bind(sandbox.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter().map(session_from_row).collect()
     }
 }
@@ -452,7 +525,7 @@ const SANDBOX_COLUMNS: &str =
 const SESSION_COLUMNS: &str = "SELECT id, tenant_id, sandbox_id, command, args, cols, rows, state,
      created_at, ended_at, exit_code, exit_signal, stored_offset AS end_offset FROM sessions";
 
-fn sandbox_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SandboxRow> {
+fn sandbox_from_row(row: &AnyRow) -> Result<SandboxRow> {
     let labels: String = row.try_get("labels")?;
     Ok(SandboxRow {
         id: SandboxId(row.try_get("id")?),
@@ -465,12 +538,20 @@ fn sandbox_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SandboxRow> {
     })
 }
 
-fn session_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SessionRow> {
+fn small(row: &AnyRow, column: &str) -> Result<u16> {
+    let v: i64 = row.try_get(column)?;
+    u16::try_from(v).map_err(|_| StoreError::Corrupt(format!("{column} = {v}")))
+}
+
+fn session_from_row(row: &AnyRow) -> Result<SessionRow> {
     let args: String = row.try_get("args")?;
     let state: String = row.try_get("state")?;
-    let code: Option<i32> = row.try_get("exit_code")?;
-    let signal: Option<i32> = row.try_get("exit_signal")?;
-    let exit = (code.is_some() || signal.is_some()).then_some(ExitStatus { code, signal });
+    let code: Option<i64> = row.try_get("exit_code")?;
+    let signal: Option<i64> = row.try_get("exit_signal")?;
+    let exit = (code.is_some() || signal.is_some()).then_some(ExitStatus {
+        code: code.map(|c| c as i32),
+        signal: signal.map(|s| s as i32),
+    });
     Ok(SessionRow {
         id: SessionId(row.try_get::<i64, _>("id")? as u64),
         tenant_id: row.try_get("tenant_id")?,
@@ -478,8 +559,8 @@ fn session_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SessionRow> {
         command: row.try_get("command")?,
         args: serde_json::from_str(&args).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         size: TermSize {
-            cols: row.try_get("cols")?,
-            rows: row.try_get("rows")?,
+            cols: small(row, "cols")?,
+            rows: small(row, "rows")?,
         },
         state: parse_state(&state).ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?,
         created_at: row.try_get("created_at")?,
@@ -519,20 +600,25 @@ pub fn new_id(prefix: &str) -> String {
 mod tests {
     use super::*;
 
-    async fn temp_store() -> (tempfile::TempDir, Store) {
+    async fn temp_stores() -> (tempfile::TempDir, Store, SystemStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&Store::sqlite_url(dir.path()), Durability::Normal)
+        let (store, system) = open(&sqlite_url(dir.path()), Durability::Normal)
             .await
             .unwrap();
+        (dir, store, system)
+    }
+
+    async fn temp_store() -> (tempfile::TempDir, Store) {
+        let (dir, store, _) = temp_stores().await;
         (dir, store)
     }
 
     #[tokio::test]
     async fn tokens_authenticate_only_by_their_hash() {
-        let (_dir, store) = temp_store().await;
+        let (_dir, _, store) = temp_stores().await;
         assert!(!store.has_api_tokens().await.unwrap());
-        store.ensure_owner_token("pdk_secret").await.unwrap();
-        store.ensure_owner_token("pdk_secret").await.unwrap();
+        store.ensure_owner_token(DEFAULT_TENANT, "pdk_secret").await.unwrap();
+        store.ensure_owner_token(DEFAULT_TENANT, "pdk_secret").await.unwrap();
         let who = store.authenticate_api("pdk_secret").await.unwrap().unwrap();
         assert_eq!(who.tenant_id, DEFAULT_TENANT);
         assert_eq!(who.role, "owner");
@@ -541,7 +627,7 @@ mod tests {
 
     #[tokio::test]
     async fn sandboxes_are_found_by_id_or_name_and_names_are_unique() {
-        let (_dir, store) = temp_store().await;
+        let (_dir, store, system) = temp_stores().await;
         let labels = BTreeMap::new();
         let (sb, token) = store
             .create_sandbox(DEFAULT_TENANT, "alpha", &labels, None)
@@ -571,14 +657,14 @@ mod tests {
                 .await,
             Err(StoreError::DuplicateName(_))
         ));
-        let authed = store.authenticate_sandbox(&token).await.unwrap().unwrap();
+        let authed = system.authenticate_sandbox(&token).await.unwrap().unwrap();
         assert_eq!(authed.id, sb.id);
         let rotated = store
             .rotate_sandbox_token(DEFAULT_TENANT, &sb.id)
             .await
             .unwrap();
-        assert!(store.authenticate_sandbox(&token).await.unwrap().is_none());
-        assert!(store
+        assert!(system.authenticate_sandbox(&token).await.unwrap().is_none());
+        assert!(system
             .authenticate_sandbox(&rotated)
             .await
             .unwrap()
@@ -602,12 +688,12 @@ mod tests {
             .await
             .unwrap();
         store
-            .set_session_state(s.id, SessionState::Running)
+            .set_session_state(DEFAULT_TENANT, s.id, SessionState::Running)
             .await
             .unwrap();
-        assert_eq!(store.unfinished_sessions(&sb.id).await.unwrap().len(), 1);
+        assert_eq!(store.unfinished_sessions(DEFAULT_TENANT, &sb.id).await.unwrap().len(), 1);
         store
-            .finish_session(s.id, Some(ExitStatus::code(3)), 42)
+            .finish_session(DEFAULT_TENANT, s.id, Some(ExitStatus::code(3)), 42)
             .await
             .unwrap();
         let row = store
@@ -620,7 +706,7 @@ mod tests {
         // The durable end moves only with stored output, never with a claim.
         assert_eq!(row.end_offset, 0);
         assert_eq!(row.args, vec!["-c".to_owned(), "exit 3".to_owned()]);
-        assert!(store.unfinished_sessions(&sb.id).await.unwrap().is_empty());
+        assert!(store.unfinished_sessions(DEFAULT_TENANT, &sb.id).await.unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -655,7 +741,7 @@ mod tests {
             (row.end_offset, row.state, row.exit),
             (21, SessionState::Exited, Some(ExitStatus::code(7)))
         );
-        let pieces = store.read_output(s.id, 3, 21, 1 << 20).await.unwrap();
+        let pieces = store.read_output(DEFAULT_TENANT, s.id, 3, 21, 1 << 20).await.unwrap();
         let mut text = Vec::new();
         let mut gaps = Vec::new();
         for piece in pieces {
@@ -677,10 +763,10 @@ mod tests {
             small.chunks.push((21 + i, vec![b'x']));
         }
         store.write_output(&[small]).await.unwrap();
-        let pieces = store.read_output(s.id, 120, 121, 1 << 20).await.unwrap();
+        let pieces = store.read_output(DEFAULT_TENANT, s.id, 120, 121, 1 << 20).await.unwrap();
         assert!(matches!(&pieces[..], [Piece::Data { offset: 120, data, .. }] if &data[..] == b"x"));
         // A range that ends inside a chunk is cut there.
-        let pieces = store.read_output(s.id, 0, 4, 1 << 20).await.unwrap();
+        let pieces = store.read_output(DEFAULT_TENANT, s.id, 0, 4, 1 << 20).await.unwrap();
         assert!(
             matches!(&pieces[..], [Piece::Data { offset: 0, data, .. }] if &data[..] == b"hell")
         );

@@ -1,0 +1,81 @@
+//! The system store: the few queries that must cross tenants — looking up
+//! which tenant a token belongs to, bootstrapping — run as `paddock_system`
+//! (BYPASSRLS) on PostgreSQL. Request handlers never hold one: the auth layer
+//! and the agent hub get it through [`crate::auth::Authenticator`].
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+
+use super::{new_id, now_rfc3339, sandbox_from_row, Backend, Principal, Result, SandboxRow};
+use crate::auth::hash_token;
+
+#[derive(Debug, Clone)]
+pub struct SystemStore {
+    pool: AnyPool,
+    #[allow(dead_code)]
+    backend: Backend,
+}
+
+impl SystemStore {
+    pub(super) fn new(pool: AnyPool, backend: Backend) -> Self {
+        SystemStore { pool, backend }
+    }
+
+    pub(super) async fn ensure_tenant(&self, name: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tenants (id, name, created_at) VALUES ($1, $1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(now_rfc3339())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn has_api_tokens(&self) -> Result<bool> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM api_tokens")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    /// Stores `token` as an owner token of `tenant` unless it is already known.
+    pub async fn ensure_owner_token(&self, tenant: &str, token: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, tenant_id, name, role, token_hash, created_at)
+             VALUES ($1, $2, 'owner', 'owner', $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(new_id("tok"))
+        .bind(tenant)
+        .bind(hash_token(token))
+        .bind(now_rfc3339())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The principal an API token speaks for, if it is valid.
+    pub async fn authenticate_api(&self, token: &str) -> Result<Option<Principal>> {
+        let row = sqlx::query("SELECT tenant_id, name, role FROM api_tokens WHERE token_hash = $1")
+            .bind(hash_token(token))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row: AnyRow| {
+            Ok(Principal {
+                tenant_id: row.try_get("tenant_id")?,
+                token_name: row.try_get("name")?,
+                role: row.try_get("role")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The sandbox an agentd token belongs to, if it is valid.
+    pub async fn authenticate_sandbox(&self, token: &str) -> Result<Option<SandboxRow>> {
+        let row = sqlx::query(&format!("{} WHERE token_hash = $1", super::SANDBOX_COLUMNS))
+            .bind(hash_token(token))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| sandbox_from_row(&r)).transpose()
+    }
+}
