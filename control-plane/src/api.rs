@@ -373,7 +373,10 @@ async fn session_output(
     let from = query.from.unwrap_or(0).min(to);
 
     // Holes are known before the body: stored gap records plus the live ring's.
-    let mut holes = state.store.output_gaps(&row.tenant_id, row.id, from, to).await?;
+    let mut holes = state
+        .store
+        .output_gaps(&row.tenant_id, row.id, from, to)
+        .await?;
     holes.extend(log.ring_gaps(from, to));
     holes.sort_by_key(|g| g.from);
     holes.dedup_by_key(|g| g.from);

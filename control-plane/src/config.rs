@@ -61,7 +61,10 @@ impl fmt::Debug for Config {
                 "bootstrap_token",
                 &self.bootstrap_token.as_ref().map(|_| "<redacted>"),
             )
-            .field("owner_token", &self.owner_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "owner_token",
+                &self.owner_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }

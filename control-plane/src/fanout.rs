@@ -341,7 +341,11 @@ impl SessionLog {
             .ring
             .iter()
             .filter_map(|e| match e {
-                Entry::Gap { from: f, to: t, reason } if *t > from && *f < to => Some(GapRow {
+                Entry::Gap {
+                    from: f,
+                    to: t,
+                    reason,
+                } if *t > from && *f < to => Some(GapRow {
                     from: *f,
                     to: *t,
                     reason: reason.to_string(),

@@ -15,7 +15,7 @@ mod error;
 mod fanout;
 mod hub;
 mod persist;
-mod store;
+pub mod store;
 mod stream;
 pub mod up;
 
@@ -27,8 +27,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::Config;
 use auth::Authenticator;
+pub use config::Config;
 use hub::Hub;
 use store::Store;
 
@@ -65,7 +65,12 @@ impl App {
         })?;
         let (store, system) = store::open(&config.database_url(), config.sqlite_synchronous)
             .await
-            .with_context(|| format!("could not open database {}", redact_url(&config.database_url())))?;
+            .with_context(|| {
+                format!(
+                    "could not open database {}",
+                    redact_url(&config.database_url())
+                )
+            })?;
         let mut generated_token = None;
         if !system.has_api_tokens().await? {
             let token = match &config.bootstrap_token {
@@ -76,10 +81,14 @@ impl App {
                     token
                 }
             };
-            system.ensure_owner_token(store::DEFAULT_TENANT, &token).await?;
+            system
+                .ensure_owner_token(store::DEFAULT_TENANT, &token)
+                .await?;
         }
         if let Some(token) = &config.owner_token {
-            system.ensure_owner_token(store::DEFAULT_TENANT, token).await?;
+            system
+                .ensure_owner_token(store::DEFAULT_TENANT, token)
+                .await?;
         }
         let hub: Arc<Hub> = Arc::default();
         let (tx_persist, rx_persist) = tokio::sync::mpsc::channel(persist::PERSIST_QUEUE);

@@ -11,7 +11,11 @@ mod agentd;
 mod api;
 mod cli;
 mod control_plane;
+mod expect;
+mod memory;
+mod postgres;
 mod process;
+mod proxy;
 mod pty;
 mod stream;
 mod wait;
@@ -21,16 +25,22 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use agentd::{Agentd, Sandbox};
-pub use api::Api;
-pub use cli::{paddock, parse_sandboxes, parse_sessions, CliOutput};
+pub use agentd::{Agentd, AgentdOptions, Sandbox};
+pub use api::{parse_gaps, Api, StoredOutput};
+pub use cli::{paddock, paddock_command, parse_sandboxes, parse_sessions, CliOutput};
 pub use control_plane::{agentd_processes_of, ControlPlane, Up};
+pub use expect::{
+    first_difference, onlcr, seq_output, sha256_hex, without_gaps, x_lines_command, x_lines_output,
+};
+pub use memory::{dir_bytes, rss_bytes, RssSampler, MIB};
 pub use paddock_protocol as proto;
-pub use process::{base_command, Capture, Proc};
+pub use postgres::{database_url, psql, PgCluster, SharedPg, PG_URL_ENV};
+pub use process::{base_command, quiet_teardown, Capture, Proc};
+pub use proxy::LinkProxy;
 pub use pty::PtyProcess;
 pub use stream::{
-    agent_connect_raw, agent_hello, expect_close, ws_connect, StreamClient, StreamError,
-    StreamOptions, Welcome, Ws,
+    agent_connect_raw, agent_hello, expect_close, ws_connect, OutputSink, SnapshotEvent,
+    StreamClient, StreamError, StreamOptions, Welcome, Ws,
 };
 pub use wait::wait_until;
 
@@ -43,14 +53,23 @@ pub async fn within<F>(body: F)
 where
     F: Future<Output = anyhow::Result<()>>,
 {
-    match tokio::time::timeout(TEST_TIMEOUT, body).await {
+    within_for(TEST_TIMEOUT, body).await
+}
+
+/// Like [`within`] with another limit, for tests that move hundreds of MiB
+/// or wait out a restart.
+pub async fn within_for<F>(limit: Duration, body: F)
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    match tokio::time::timeout(limit, body).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => {
             // The chain without a backtrace: the causes carry the process logs.
             let causes: Vec<String> = err.chain().map(ToString::to_string).collect();
             panic!("test failed: {}", causes.join("\ncaused by: "))
         }
-        Err(_) => panic!("test timed out after {TEST_TIMEOUT:?}"),
+        Err(_) => panic!("test timed out after {limit:?}"),
     }
 }
 

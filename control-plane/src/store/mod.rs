@@ -179,7 +179,10 @@ pub async fn open(url: &str, durability: Durability) -> Result<(Store, SystemSto
             Ok((store, SystemStore::new(pool, backend)))
         }
         Backend::Postgres => {
-            let owner = AnyPoolOptions::new().max_connections(2).connect(url).await?;
+            let owner = AnyPoolOptions::new()
+                .max_connections(2)
+                .connect(url)
+                .await?;
             POSTGRES_MIGRATIONS.run(&owner).await?;
             owner.close().await;
             let app = pg_pool(url, "paddock_app", 16).await?;
@@ -219,7 +222,9 @@ async fn pg_pool(url: &str, role: &'static str, max: u32) -> Result<AnyPool> {
         .max_connections(max)
         .after_connect(move |conn, _| {
             Box::pin(async move {
-                sqlx::query(&format!("SET ROLE {role}")).execute(&mut *conn).await?;
+                sqlx::query(&format!("SET ROLE {role}"))
+                    .execute(&mut *conn)
+                    .await?;
                 Ok(())
             })
         })
@@ -337,7 +342,11 @@ impl Store {
     }
 
     /// Finds a sandbox of the tenant by id or, failing that, by name.
-    pub async fn find_sandbox(&self, tenant_id: &str, id_or_name: &str) -> Result<Option<SandboxRow>> {
+    pub async fn find_sandbox(
+        &self,
+        tenant_id: &str,
+        id_or_name: &str,
+    ) -> Result<Option<SandboxRow>> {
         let mut tx = self.begin(tenant_id).await?;
         let row = sqlx::query(&format!(
             "{SANDBOX_COLUMNS} WHERE tenant_id = $1 AND (id = $2 OR name = $2)
@@ -413,7 +422,12 @@ impl Store {
         })
     }
 
-    pub async fn set_session_state(&self, tenant_id: &str, id: SessionId, state: SessionState) -> Result<()> {
+    pub async fn set_session_state(
+        &self,
+        tenant_id: &str,
+        id: SessionId,
+        state: SessionState,
+    ) -> Result<()> {
         let mut tx = self.begin(tenant_id).await?;
         sqlx::query("UPDATE sessions SET state = $1 WHERE tenant_id = $2 AND id = $3")
             .bind(state_str(state))
@@ -425,7 +439,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_session_size(&self, tenant_id: &str, id: SessionId, size: TermSize) -> Result<()> {
+    pub async fn set_session_size(
+        &self,
+        tenant_id: &str,
+        id: SessionId,
+        size: TermSize,
+    ) -> Result<()> {
         let mut tx = self.begin(tenant_id).await?;
         sqlx::query("UPDATE sessions SET cols = $1, rows = $2 WHERE tenant_id = $3 AND id = $4")
             .bind(i64::from(size.cols))
@@ -471,7 +490,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn list_sessions(&self, tenant_id: &str, sandbox: &SandboxId) -> Result<Vec<SessionRow>> {
+    pub async fn list_sessions(
+        &self,
+        tenant_id: &str,
+        sandbox: &SandboxId,
+    ) -> Result<Vec<SessionRow>> {
         let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(&format!(
             "{SESSION_COLUMNS} WHERE tenant_id = $1 AND sandbox_id = $2 ORDER BY id"
@@ -504,7 +527,11 @@ impl Store {
     }
 
     /// Sessions of a sandbox not known to have ended.
-    pub async fn unfinished_sessions(&self, tenant_id: &str, sandbox: &SandboxId) -> Result<Vec<SessionRow>> {
+    pub async fn unfinished_sessions(
+        &self,
+        tenant_id: &str,
+        sandbox: &SandboxId,
+    ) -> Result<Vec<SessionRow>> {
         let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(&format!(
             "{SESSION_COLUMNS} WHERE tenant_id = $1 AND sandbox_id = $2
@@ -617,8 +644,14 @@ mod tests {
     async fn tokens_authenticate_only_by_their_hash() {
         let (_dir, _, store) = temp_stores().await;
         assert!(!store.has_api_tokens().await.unwrap());
-        store.ensure_owner_token(DEFAULT_TENANT, "pdk_secret").await.unwrap();
-        store.ensure_owner_token(DEFAULT_TENANT, "pdk_secret").await.unwrap();
+        store
+            .ensure_owner_token(DEFAULT_TENANT, "pdk_secret")
+            .await
+            .unwrap();
+        store
+            .ensure_owner_token(DEFAULT_TENANT, "pdk_secret")
+            .await
+            .unwrap();
         let who = store.authenticate_api("pdk_secret").await.unwrap().unwrap();
         assert_eq!(who.tenant_id, DEFAULT_TENANT);
         assert_eq!(who.role, "owner");
@@ -691,7 +724,14 @@ mod tests {
             .set_session_state(DEFAULT_TENANT, s.id, SessionState::Running)
             .await
             .unwrap();
-        assert_eq!(store.unfinished_sessions(DEFAULT_TENANT, &sb.id).await.unwrap().len(), 1);
+        assert_eq!(
+            store
+                .unfinished_sessions(DEFAULT_TENANT, &sb.id)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         store
             .finish_session(DEFAULT_TENANT, s.id, Some(ExitStatus::code(3)), 42)
             .await
@@ -706,7 +746,11 @@ mod tests {
         // The durable end moves only with stored output, never with a claim.
         assert_eq!(row.end_offset, 0);
         assert_eq!(row.args, vec!["-c".to_owned(), "exit 3".to_owned()]);
-        assert!(store.unfinished_sessions(DEFAULT_TENANT, &sb.id).await.unwrap().is_empty());
+        assert!(store
+            .unfinished_sessions(DEFAULT_TENANT, &sb.id)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]
@@ -741,7 +785,10 @@ mod tests {
             (row.end_offset, row.state, row.exit),
             (21, SessionState::Exited, Some(ExitStatus::code(7)))
         );
-        let pieces = store.read_output(DEFAULT_TENANT, s.id, 3, 21, 1 << 20).await.unwrap();
+        let pieces = store
+            .read_output(DEFAULT_TENANT, s.id, 3, 21, 1 << 20)
+            .await
+            .unwrap();
         let mut text = Vec::new();
         let mut gaps = Vec::new();
         for piece in pieces {
@@ -763,10 +810,18 @@ mod tests {
             small.chunks.push((21 + i, vec![b'x']));
         }
         store.write_output(&[small]).await.unwrap();
-        let pieces = store.read_output(DEFAULT_TENANT, s.id, 120, 121, 1 << 20).await.unwrap();
-        assert!(matches!(&pieces[..], [Piece::Data { offset: 120, data, .. }] if &data[..] == b"x"));
+        let pieces = store
+            .read_output(DEFAULT_TENANT, s.id, 120, 121, 1 << 20)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&pieces[..], [Piece::Data { offset: 120, data, .. }] if &data[..] == b"x")
+        );
         // A range that ends inside a chunk is cut there.
-        let pieces = store.read_output(DEFAULT_TENANT, s.id, 0, 4, 1 << 20).await.unwrap();
+        let pieces = store
+            .read_output(DEFAULT_TENANT, s.id, 0, 4, 1 << 20)
+            .await
+            .unwrap();
         assert!(
             matches!(&pieces[..], [Piece::Data { offset: 0, data, .. }] if &data[..] == b"hell")
         );

@@ -21,7 +21,8 @@ impl SystemStore {
         SystemStore { pool, backend }
     }
 
-    pub(super) async fn ensure_tenant(&self, name: &str) -> Result<()> {
+    /// Creates the tenant `name` (its id is its name) unless it exists.
+    pub async fn ensure_tenant(&self, name: &str) -> Result<()> {
         sqlx::query(
             "INSERT INTO tenants (id, name, created_at) VALUES ($1, $1, $2) ON CONFLICT DO NOTHING",
         )

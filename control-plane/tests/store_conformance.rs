@@ -1,0 +1,321 @@
+//! One conformance suite for the storage layer, run against both backends:
+//! SQLite in a temporary directory and a real PostgreSQL cluster (a fresh
+//! database per test). On PostgreSQL it also proves the second wall:
+//! row-level security hides other tenants' rows from a query that forgot
+//! its tenant filter.
+
+use std::collections::BTreeMap;
+
+use control_plane::store::{self, Durability, Piece, SessionWrite, Store, StoreError, SystemStore};
+use paddock_protocol::api::SessionState;
+use paddock_protocol::{ExitStatus, TermSize};
+use paddock_tests::SharedPg;
+use sqlx::Row;
+
+const A: &str = "tenant-a";
+const B: &str = "tenant-b";
+
+struct Backend {
+    store: Store,
+    system: SystemStore,
+    _dir: Option<tempfile::TempDir>,
+    _pg: Option<SharedPg>,
+}
+
+async fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, system) = store::open(&store::sqlite_url(dir.path()), Durability::Normal)
+        .await
+        .unwrap();
+    Backend {
+        store,
+        system,
+        _dir: Some(dir),
+        _pg: None,
+    }
+}
+
+async fn postgres() -> Backend {
+    let pg = tokio::task::spawn_blocking(paddock_tests::PgCluster::shared)
+        .await
+        .unwrap()
+        .expect("a PostgreSQL cluster for the test");
+    let (pg, url) = tokio::task::spawn_blocking(move || {
+        let url = pg.fresh_database();
+        (pg, url)
+    })
+    .await
+    .unwrap();
+    let (store, system) = store::open(&url.unwrap(), Durability::Full).await.unwrap();
+    Backend {
+        store,
+        system,
+        _dir: None,
+        _pg: Some(pg),
+    }
+}
+
+async fn with_tenants(backend: &Backend) {
+    backend.system.ensure_tenant(A).await.unwrap();
+    backend.system.ensure_tenant(B).await.unwrap();
+}
+
+async fn sandboxes_are_tenant_scoped(b: Backend) {
+    with_tenants(&b).await;
+    let labels = BTreeMap::from([("gpu".to_owned(), "no".to_owned())]);
+    let (sa, token) = b
+        .store
+        .create_sandbox(A, "alpha", &labels, None)
+        .await
+        .unwrap();
+    // The same name in another tenant is fine; twice in one tenant is not.
+    b.store
+        .create_sandbox(B, "alpha", &labels, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        b.store.create_sandbox(A, "alpha", &labels, None).await,
+        Err(StoreError::DuplicateName(_))
+    ));
+    let found = b.store.find_sandbox(A, "alpha").await.unwrap().unwrap();
+    assert_eq!(
+        (found.id.clone(), found.labels.clone()),
+        (sa.id.clone(), labels)
+    );
+    assert!(b
+        .store
+        .find_sandbox(B, sa.id.as_str())
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(b.store.list_sandboxes(A).await.unwrap().len(), 1);
+    let authed = b
+        .system
+        .authenticate_sandbox(&token)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((authed.id, authed.tenant_id), (sa.id.clone(), A.to_owned()));
+    let rotated = b.store.rotate_sandbox_token(A, &sa.id).await.unwrap();
+    assert!(b
+        .system
+        .authenticate_sandbox(&token)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(b
+        .system
+        .authenticate_sandbox(&rotated)
+        .await
+        .unwrap()
+        .is_some());
+    // Another tenant cannot rotate it: its new token opens nothing.
+    let other = b.store.rotate_sandbox_token(B, &sa.id).await.unwrap();
+    assert!(b
+        .system
+        .authenticate_sandbox(&other)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(b
+        .system
+        .authenticate_sandbox(&rotated)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+async fn sessions_and_output_round_trip(b: Backend) {
+    with_tenants(&b).await;
+    let (sb, _) = b
+        .store
+        .create_sandbox(A, "s", &BTreeMap::new(), None)
+        .await
+        .unwrap();
+    let size = TermSize {
+        cols: 120,
+        rows: 40,
+    };
+    let s = b
+        .store
+        .create_session(&sb, Some("sh"), &["-c".into(), "exit 3".into()], size)
+        .await
+        .unwrap();
+    b.store
+        .set_session_state(A, s.id, SessionState::Running)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.store.unfinished_sessions(A, &sb.id).await.unwrap().len(),
+        1
+    );
+    assert!(b
+        .store
+        .get_session(B, &sb.id, s.id)
+        .await
+        .unwrap()
+        .is_none());
+
+    let mut write = SessionWrite {
+        tenant_id: A.into(),
+        session_id: Some(s.id),
+        ..SessionWrite::default()
+    };
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    write.push_data(0, &data[..200_000]);
+    write.push_data(200_000, &data[200_000..]);
+    write.push_gap(300_000, 300_010, "disk cap".into());
+    write.push_data(300_010, b"tail");
+    write.exit = Some(ExitStatus::code(3));
+    b.store.write_output(&[write]).await.unwrap();
+
+    let row = b.store.get_session(A, &sb.id, s.id).await.unwrap().unwrap();
+    assert_eq!(row.state, SessionState::Exited);
+    assert_eq!(row.exit, Some(ExitStatus::code(3)));
+    assert_eq!(row.end_offset, 300_014);
+    assert_eq!(row.size, size);
+
+    let mut cursor = 1;
+    let mut bytes = Vec::new();
+    let mut gaps = Vec::new();
+    while cursor < 300_014 {
+        let pieces = b
+            .store
+            .read_output(A, s.id, cursor, 300_014, 64 * 1024)
+            .await
+            .unwrap();
+        assert!(!pieces.is_empty(), "no progress at {cursor}");
+        for piece in pieces {
+            match piece {
+                Piece::Data { offset, data, .. } => {
+                    assert_eq!(offset, cursor);
+                    bytes.extend_from_slice(&data);
+                    cursor += data.len() as u64;
+                }
+                Piece::Gap { from, to, reason } => {
+                    gaps.push((from, to, reason));
+                    cursor = to;
+                }
+            }
+        }
+    }
+    let mut expected = data[1..].to_vec();
+    expected.extend_from_slice(b"tail");
+    assert!(bytes == expected, "stored output differs");
+    assert_eq!(gaps, vec![(300_000, 300_010, "disk cap".to_owned())]);
+    // Another tenant reads no byte of it.
+    let theirs = b
+        .store
+        .read_output(B, s.id, 0, 300_014, 1 << 20)
+        .await
+        .unwrap();
+    assert!(theirs.iter().all(|p| matches!(p, Piece::Gap { .. })));
+}
+
+#[tokio::test]
+async fn sqlite_sandboxes_are_tenant_scoped() {
+    sandboxes_are_tenant_scoped(sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_sandboxes_are_tenant_scoped() {
+    sandboxes_are_tenant_scoped(postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_sessions_and_output_round_trip() {
+    sessions_and_output_round_trip(sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_sessions_and_output_round_trip() {
+    sessions_and_output_round_trip(postgres().await).await;
+}
+
+/// The second wall: inside tenant A's transaction, a query with no tenant
+/// filter at all sees none of tenant B's rows, in every tenant table.
+#[tokio::test]
+async fn postgres_row_level_security_hides_other_tenants_rows() {
+    let b = postgres().await;
+    with_tenants(&b).await;
+    let (sa, _) = b
+        .store
+        .create_sandbox(A, "a1", &BTreeMap::new(), None)
+        .await
+        .unwrap();
+    let (sb, _) = b
+        .store
+        .create_sandbox(B, "b1", &BTreeMap::new(), None)
+        .await
+        .unwrap();
+    for (tenant, sandbox) in [(A, &sa), (B, &sb)] {
+        let s = b
+            .store
+            .create_session(sandbox, None, &[], TermSize::DEFAULT)
+            .await
+            .unwrap();
+        let mut write = SessionWrite {
+            tenant_id: tenant.into(),
+            session_id: Some(s.id),
+            ..SessionWrite::default()
+        };
+        write.push_data(0, tenant.as_bytes());
+        write.push_gap(10, 20, "x".into());
+        b.store.write_output(&[write]).await.unwrap();
+    }
+
+    let mut tx = b.store.begin(A).await.unwrap();
+    let whoami: String = sqlx::query("SELECT current_user::text AS u")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+        .try_get("u")
+        .unwrap();
+    assert_eq!(whoami, "paddock_app");
+    for table in [
+        "tenants",
+        "sandboxes",
+        "sessions",
+        "output_chunks",
+        "output_gaps",
+        "api_tokens",
+    ] {
+        let column = if table == "tenants" {
+            "id"
+        } else {
+            "tenant_id"
+        };
+        let rows = sqlx::query(&format!("SELECT {column} AS t FROM {table}"))
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        let tenants: Vec<String> = rows.iter().map(|r| r.try_get("t").unwrap()).collect();
+        assert!(
+            tenants.iter().all(|t| t == A),
+            "{table} leaked rows of another tenant: {tenants:?}"
+        );
+        if table != "api_tokens" {
+            assert!(!tenants.is_empty(), "{table} shows tenant A nothing");
+        }
+    }
+    // Writing a row for another tenant is refused too.
+    let err = sqlx::query(
+        "INSERT INTO sandboxes (id, tenant_id, name, labels, token_hash, created_at)
+         VALUES ('sbx_x', $1, 'sneaky', '{}', 'h', 'now')",
+    )
+    .bind(B)
+    .execute(&mut *tx)
+    .await;
+    assert!(err.is_err(), "RLS let tenant A write a row of tenant B");
+    drop(tx);
+
+    // Without a tenant set, the app role sees nothing at all.
+    let mut tx = b.store.begin("").await.unwrap();
+    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM sandboxes")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+    assert_eq!(n, 0);
+}
