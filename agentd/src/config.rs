@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{Uid, User};
 
+use crate::lsp::LspConfig;
+
 /// The path agentd dials on the control plane.
 pub const CONNECT_PATH: &str = "/v1/agent/connect";
 
@@ -47,6 +49,8 @@ pub struct Config {
     /// in bytes; at the window the session stops reading its terminal.
     /// `None`: see [`Config::window`].
     pub window: Option<u64>,
+    /// Language servers by language, and how long an unused one is kept.
+    pub lsp: LspConfig,
 }
 
 impl fmt::Debug for Config {
@@ -60,6 +64,7 @@ impl fmt::Debug for Config {
             .field("memory_bound", &self.memory_bound)
             .field("disk_cap", &self.disk_cap)
             .field("window", &self.window)
+            .field("lsp", &self.lsp)
             .finish()
     }
 }
@@ -94,6 +99,7 @@ impl Config {
             memory_bound: DEFAULT_MEMORY_BOUND,
             disk_cap: DEFAULT_DISK_CAP,
             window: None,
+            lsp: LspConfig::default(),
         }
     }
 

@@ -5,7 +5,9 @@
 //! A connection is an actor pair with explicit teardown: the writer owns the
 //! socket's sink and drains the bounded outbound queue (`tx_out`), which
 //! session tasks and the reader feed; the reader owns the stream, dispatches
-//! requests to the session registry and watches for silence. When either
+//! requests to the session registry (tool calls to the tool layer, which
+//! answers from its own tasks) and watches for silence; a third task
+//! pushes language servers' diagnostics while the connection lives. When either
 //! ends, the other is stopped and awaited before the next dial, so no stale
 //! task can touch the registry on behalf of a dead connection.
 
@@ -20,7 +22,7 @@ use paddock_protocol::{
     PROTOCOL_VERSION,
 };
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
@@ -33,7 +35,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
+use crate::lsp::DiagnosticsEvent;
 use crate::sessions::Sessions;
+use crate::tools::Tools;
 
 /// Largest WebSocket message or frame accepted: a control frame plus slack
 /// (a data frame is far smaller).
@@ -124,11 +128,12 @@ enum Ended {
 pub(crate) async fn run_link(
     cfg: LinkConfig,
     sessions: Sessions,
+    tools: Tools,
     stop: CancellationToken,
 ) -> Result<(), Refused> {
     let mut backoff = Backoff::new();
     loop {
-        let ended = connect_once(&cfg, &sessions, &stop, &mut backoff).await?;
+        let ended = connect_once(&cfg, &sessions, &tools, &stop, &mut backoff).await?;
         let delay = backoff.next_delay();
         let retry_ms = delay.as_millis() as u64;
         match ended {
@@ -185,6 +190,7 @@ impl Backoff {
 async fn connect_once(
     cfg: &LinkConfig,
     sessions: &Sessions,
+    tools: &Tools,
     stop: &CancellationToken,
     backoff: &mut Backoff,
 ) -> Result<Ended, Refused> {
@@ -201,7 +207,7 @@ async fn connect_once(
         hello: Hello {
             protocol_version: PROTOCOL_VERSION,
             peer: format!("agentd/{}", env!("CARGO_PKG_VERSION")),
-            capabilities: vec!["pty".to_owned()],
+            capabilities: vec!["pty".to_owned(), "tools".to_owned()],
         },
         sessions: live.clone(),
     };
@@ -223,7 +229,7 @@ async fn connect_once(
         sessions = live.len(),
         "connected to the control plane"
     );
-    serve(ws, welcome, live, sessions, stop).await
+    serve(ws, welcome, live, sessions, tools, stop).await
 }
 
 /// Opens the WebSocket. `Ok(Err(_))` is a failure worth retrying.
@@ -381,6 +387,7 @@ async fn serve(
     welcome: Welcome,
     live: Vec<LiveSession>,
     sessions: &Sessions,
+    tools: &Tools,
     stop: &CancellationToken,
 ) -> Result<Ended, Refused> {
     let heartbeat = Duration::from_millis(welcome.heartbeat_ms).max(MIN_HEARTBEAT);
@@ -395,9 +402,15 @@ async fn serve(
     let mut reader = AbortOnDropHandle::new(tokio::spawn(read_loop(
         stream,
         sessions.clone(),
+        tools.clone(),
         tx_out.clone(),
         heartbeat,
         stop_reader.clone(),
+    )));
+    // Lives exactly as long as this connection.
+    let _diagnostics = AbortOnDropHandle::new(tokio::spawn(forward_diagnostics(
+        tools.subscribe_diagnostics(),
+        tx_out.clone(),
     )));
 
     // Sessions from the hello resume where the control plane asks (it has
@@ -487,6 +500,7 @@ enum ReadEnd {
 async fn read_loop(
     mut stream: SplitStream<Ws>,
     sessions: Sessions,
+    tools: Tools,
     tx_out: TxOut,
     heartbeat: Duration,
     stop: CancellationToken,
@@ -513,6 +527,14 @@ async fn read_loop(
                     Ok(request) => request,
                     Err(err) => return Ok(ReadEnd::Malformed(err.to_string())),
                 };
+                if matches!(
+                    request,
+                    ControlToAgent::ToolCall { .. } | ControlToAgent::CancelRequest { .. }
+                ) {
+                    // Runs in its own task; the reader never waits for a tool.
+                    tools.handle(request, &tx_out);
+                    continue;
+                }
                 let handled = tokio::select! {
                     () = stop.cancelled() => return Ok(ReadEnd::Ended(Ended::Shutdown)),
                     handled = sessions.handle(request, &tx_out) => handled,
@@ -533,6 +555,35 @@ async fn read_loop(
             Some(Ok(Message::Close(frame))) => return closed_by_peer(frame).map(ReadEnd::Ended),
             // Pings are answered by tungstenite; pongs only prove the link lives.
             Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// Pushes language servers' diagnostics to the control plane. Events that
+/// arrive while no connection is up are not replayed (the latest are served
+/// by `lsp_diagnostics`); a lagging connection skips the oldest.
+async fn forward_diagnostics(mut rx_events: broadcast::Receiver<DiagnosticsEvent>, tx_out: TxOut) {
+    loop {
+        let event = match rx_events.recv().await {
+            Ok(event) => event,
+            Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                warn!(
+                    skipped,
+                    "diagnostics events skipped: the connection fell behind"
+                );
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let msg = AgentToControl::LspDiagnostics {
+            workspace: event.workspace,
+            language: event.language,
+            uri: event.uri,
+            version: event.version,
+            diagnostics: event.diagnostics,
+        };
+        if tx_out.send(Outbound::control(msg)).await.is_err() {
+            return;
         }
     }
 }

@@ -1,21 +1,31 @@
 //! agentd, the daemon inside each Paddock sandbox: it runs PTY sessions and
-//! keeps one outbound WebSocket to the control plane, which drives them.
+//! tools (git, language servers, files, exec) and keeps one outbound
+//! WebSocket to the control plane, which drives them.
 //!
 //! [`run`] is the whole daemon; the `agentd` binary only parses flags, sets
 //! up logging and wires Ctrl-C to the shutdown token. Modules:
 //! `config` (settings), `connection` (dial, handshake, heartbeat,
 //! reconnect), `sessions` (the registry and request handling), `session`
 //! (one session's output: flow control, replay, exit), `retention` (its
-//! unacknowledged bytes), `spill` (spill files under the disk cap) and
-//! `pty` (the process and its blocking I/O threads).
+//! unacknowledged bytes), `spill` (spill files under the disk cap),
+//! `pty` (the process and its blocking I/O threads), and the tools:
+//! `tools` (dispatch, deadlines, cancellation), `git`, `lsp`, `files`
+//! (paths confined to the work directory) and `exec`.
 
 mod config;
 mod connection;
+mod exec;
+mod files;
+mod git;
+mod lsp;
 mod pty;
 mod retention;
 mod session;
 mod sessions;
 mod spill;
+#[cfg(test)]
+mod test_support;
+mod tools;
 
 use std::time::Duration;
 
@@ -28,11 +38,13 @@ pub use config::{
     DEFAULT_MEMORY_BOUND, DEFAULT_STATE_SUBDIR, DEFAULT_WINDOW,
 };
 pub use connection::Refused;
+pub use lsp::{parse_lsp_server, LspConfig, LspServerConfig, DEFAULT_LSP_IDLE};
 
 use connection::LinkConfig;
 use pty::SpawnContext;
 use sessions::{Limits, Sessions};
 use spill::SpillDir;
+use tools::{Tools, ToolsConfig};
 
 /// At shutdown, how long hung-up sessions get to exit and report it.
 const HANGUP_GRACE: Duration = Duration::from_secs(1);
@@ -76,12 +88,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "agentd starting"
     );
 
+    let parent_env: Vec<_> = std::env::vars_os().collect();
+    let stop_sessions = CancellationToken::new();
+    let tools = Tools::new(
+        ToolsConfig {
+            workdir: workdir.clone(),
+            parent_env: parent_env.clone(),
+            lsp: config.lsp.clone(),
+        },
+        stop_sessions.child_token(),
+    );
     let ctx = SpawnContext {
         workdir,
         default_shell,
-        parent_env: std::env::vars_os().collect(),
+        parent_env,
     };
-    let stop_sessions = CancellationToken::new();
     let limits = Limits {
         // validate() checked that it fits.
         memory_bound: usize::try_from(config.memory_bound).unwrap_or(usize::MAX),
@@ -97,6 +118,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut link = tokio::spawn(connection::run_link(
         link_config,
         sessions.clone(),
+        tools.clone(),
         stop_link.clone(),
     ));
 
@@ -126,6 +148,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Ok(())
         }
     };
+    tools.shutdown().await;
     stop_sessions.cancel();
     sessions.wait_tasks(TASKS_GRACE).await;
     result

@@ -14,7 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-/// Paddock's in-sandbox daemon: runs PTY sessions for the control plane.
+/// Paddock's in-sandbox daemon: runs PTY sessions and tools for the control plane.
 #[derive(Parser)]
 #[command(name = "agentd", version, about)]
 struct Cli {
@@ -48,6 +48,15 @@ struct Cli {
     /// [default: 8MiB, or the memory bound plus the disk cap if smaller].
     #[arg(long, env = "PADDOCK_AGENTD_WINDOW", value_parser = agentd::parse_bytes)]
     window: Option<u64>,
+    /// A language server, as LANGUAGE=COMMAND [ARGS...]; repeat for more
+    /// (in the variable, separate them with `;`). Adds to or replaces the
+    /// defaults: python=pylsp, rust=rust-analyzer, go=gopls,
+    /// typescript/javascript=typescript-language-server --stdio, c/cpp=clangd.
+    #[arg(long = "lsp-server", env = "PADDOCK_AGENTD_LSP_SERVERS", value_delimiter = ';', value_parser = agentd::parse_lsp_server)]
+    lsp_servers: Vec<(String, agentd::LspServerConfig)>,
+    /// Seconds a language server may go unused before it is shut down.
+    #[arg(long, env = "PADDOCK_AGENTD_LSP_IDLE_SECS", default_value_t = agentd::DEFAULT_LSP_IDLE.as_secs())]
+    lsp_idle_secs: u64,
 }
 
 #[tokio::main]
@@ -75,6 +84,7 @@ async fn main() -> ExitCode {
         memory_bound: cli.memory_bound,
         disk_cap: cli.disk_cap,
         window: cli.window,
+        lsp: lsp_config(cli.lsp_servers, cli.lsp_idle_secs),
     };
     match agentd::run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,6 +95,16 @@ async fn main() -> ExitCode {
             ExitCode::from(if final_ { 2 } else { 1 })
         }
     }
+}
+
+fn lsp_config(
+    servers: Vec<(String, agentd::LspServerConfig)>,
+    idle_secs: u64,
+) -> agentd::LspConfig {
+    let mut config = agentd::LspConfig::default();
+    config.servers.extend(servers);
+    config.idle_timeout = std::time::Duration::from_secs(idle_secs.max(1));
+    config
 }
 
 /// Cancels `shutdown` on the first Ctrl-C or SIGTERM.

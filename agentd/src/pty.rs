@@ -66,7 +66,7 @@ pub(crate) struct SpawnContext {
 }
 
 /// Whether `key` is one of agentd's own settings (its token among them).
-fn is_agentd_var(key: &OsStr) -> bool {
+pub(crate) fn is_agentd_var(key: &OsStr) -> bool {
     key.as_bytes().starts_with(AGENTD_ENV_PREFIX.as_bytes())
 }
 
@@ -121,7 +121,11 @@ fn check_executable(path: &Path, shown: &str) -> anyhow::Result<()> {
 /// Finds the program the way a shell would: a name with a slash is a path
 /// (relative to the session's cwd), a bare name is looked up in `PATH`.
 /// Done before spawning so a typo comes back as a clear message.
-fn resolve_program(program: &str, cwd: &Path, path: Option<&OsStr>) -> anyhow::Result<PathBuf> {
+pub(crate) fn resolve_program(
+    program: &str,
+    cwd: &Path,
+    path: Option<&OsStr>,
+) -> anyhow::Result<PathBuf> {
     if program.is_empty() {
         bail!("empty command");
     }

@@ -492,6 +492,11 @@ impl Sessions {
                 self.exit_recorded(session_id);
                 return Ok(());
             }
+            // The connection routes these to the tool layer.
+            ControlToAgent::ToolCall { .. } | ControlToAgent::CancelRequest { .. } => {
+                warn!("a tool message reached the session registry");
+                return Ok(());
+            }
         };
         send(tx_out, reply(request_id, result)).await
     }

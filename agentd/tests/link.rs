@@ -95,7 +95,7 @@ impl Harness {
             AgentToControl::Hello { hello, sessions } => {
                 assert_eq!(hello.protocol_version, PROTOCOL_VERSION);
                 assert!(hello.peer.starts_with("agentd/"), "{}", hello.peer);
-                assert_eq!(hello.capabilities, ["pty"]);
+                assert_eq!(hello.capabilities, ["pty", "tools"]);
                 (ws, sessions)
             }
             other => panic!("expected hello, got {other:?}"),

@@ -128,6 +128,17 @@ pub fn describe_failure(status: StatusCode, body: &[u8], target: &Target) -> Str
         ErrorCode::SpawnFailed => format!(
             "the sandbox could not start the command ({said}): check the command, its arguments and --cwd"
         ),
+        ErrorCode::AuthFailed => format!(
+            "the sandbox's tool was refused by a remote ({said}): check the credentials passed with the call"
+        ),
+        ErrorCode::PathEscape => format!(
+            "the path leaves the sandbox workspace ({said}): use a path inside the workspace"
+        ),
+        ErrorCode::NonFastForward => format!(
+            "the push was refused as not fast-forward ({said}): fetch and rebase first, or push with force"
+        ),
+        ErrorCode::ToolFailed => format!("the tool failed in the sandbox ({said})"),
+        ErrorCode::Cancelled => format!("the call was cancelled ({said}): run it again if still needed"),
         ErrorCode::SessionEnded => match target {
             Target::Session { sandbox, session } => hinted(
                 format!("session {session} has already ended"),

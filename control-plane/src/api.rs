@@ -8,8 +8,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use bytes::Bytes;
 use paddock_protocol::api::{
     Health, OpenSessionRequest, OutputQuery, RegisterSandbox, ResizeRequest, SandboxInfo,
@@ -30,40 +29,7 @@ const AGENT_TIMEOUT: Duration = Duration::from_secs(15);
 
 type ApiResult<T> = Result<T, ApiError>;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(health))
-        .route("/v1/agent/connect", get(crate::agent_conn::connect))
-        .route("/v1/sandboxes", get(list_sandboxes).post(register_sandbox))
-        .route("/v1/sandboxes/{sandbox}", get(get_sandbox))
-        .route(
-            "/v1/sandboxes/{sandbox}/sessions",
-            get(list_sessions).post(open_session),
-        )
-        .route(
-            "/v1/sandboxes/{sandbox}/sessions/{session}",
-            get(get_session).delete(close_session),
-        )
-        .route(
-            "/v1/sandboxes/{sandbox}/sessions/{session}/signal",
-            post(signal_session),
-        )
-        .route(
-            "/v1/sandboxes/{sandbox}/sessions/{session}/resize",
-            post(resize_session),
-        )
-        .route(
-            "/v1/sandboxes/{sandbox}/sessions/{session}/output",
-            get(session_output),
-        )
-        .route(
-            "/v1/sandboxes/{sandbox}/sessions/{session}/stream",
-            get(crate::stream::stream),
-        )
-        .fallback(|| async { ApiError::not_found("no such endpoint; see docs/ARCHITECTURE.md") })
-}
-
-async fn health() -> Json<Health> {
+pub async fn health() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -134,7 +100,7 @@ fn session_info(state: &AppState, row: &SessionRow) -> SessionInfo {
     }
 }
 
-async fn list_sandboxes(
+pub async fn list_sandboxes(
     State(state): State<AppState>,
     principal: Principal,
 ) -> ApiResult<Json<SandboxList>> {
@@ -143,7 +109,7 @@ async fn list_sandboxes(
     Ok(Json(SandboxList { sandboxes }))
 }
 
-async fn register_sandbox(
+pub async fn register_sandbox(
     State(state): State<AppState>,
     principal: Principal,
     body: Result<Json<RegisterSandbox>, axum::extract::rejection::JsonRejection>,
@@ -155,6 +121,14 @@ async fn register_sandbox(
         .create_sandbox(&principal.tenant_id, &body.name, &body.labels, None)
         .await?;
     info!(sandbox.id = %row.id, sandbox.name = %row.name, "sandbox registered");
+    crate::admin::record(
+        &state,
+        &principal,
+        "sandbox.registered",
+        &format!("sandbox/{}", row.id),
+        serde_json::json!({ "name": row.name }),
+    )
+    .await;
     let sandbox = sandbox_info(&state, &row);
     Ok((
         StatusCode::CREATED,
@@ -184,7 +158,7 @@ pub fn validate_name(name: &str) -> ApiResult<()> {
     }
 }
 
-async fn get_sandbox(
+pub async fn get_sandbox(
     State(state): State<AppState>,
     principal: Principal,
     Path(sandbox): Path<String>,
@@ -193,7 +167,7 @@ async fn get_sandbox(
     Ok(Json(sandbox_info(&state, &row)))
 }
 
-async fn list_sessions(
+pub async fn list_sessions(
     State(state): State<AppState>,
     principal: Principal,
     Path(sandbox): Path<String>,
@@ -207,7 +181,7 @@ async fn list_sessions(
     Ok(Json(SessionList { sessions }))
 }
 
-async fn open_session(
+pub async fn open_session(
     State(state): State<AppState>,
     principal: Principal,
     Path(sandbox): Path<String>,
@@ -262,6 +236,14 @@ async fn open_session(
                 .await?;
             log.set_running();
             info!(sandbox.id = %sandbox.id, session.id = %id, pid = ?pid, "session opened");
+            crate::admin::record(
+                &state,
+                &principal,
+                "session.opened",
+                &format!("session/{id}"),
+                serde_json::json!({ "sandbox": sandbox.id, "command": row.command, "args": row.args }),
+            )
+            .await;
             Ok((StatusCode::CREATED, Json(log.info(&row))))
         }
         Ok(AgentReply::Done | AgentReply::Tool(_)) => Err(ApiError::internal()),
@@ -277,7 +259,7 @@ async fn open_session(
     }
 }
 
-async fn get_session(
+pub async fn get_session(
     State(state): State<AppState>,
     principal: Principal,
     Path((sandbox, session)): Path<(String, u64)>,
@@ -303,7 +285,7 @@ async fn live_log(
     }
 }
 
-async fn signal_session(
+pub async fn signal_session(
     State(state): State<AppState>,
     principal: Principal,
     Path((sandbox, session)): Path<(String, u64)>,
@@ -324,7 +306,7 @@ async fn signal_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn resize_session(
+pub async fn resize_session(
     State(state): State<AppState>,
     principal: Principal,
     Path((sandbox, session)): Path<(String, u64)>,
@@ -339,7 +321,7 @@ async fn resize_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn close_session(
+pub async fn close_session(
     State(state): State<AppState>,
     principal: Principal,
     Path((sandbox, session)): Path<(String, u64)>,
@@ -359,7 +341,7 @@ async fn close_session(
 
 /// `GET …/output?from=&to=`: the stored stream as raw bytes, streamed;
 /// holes listed up front in the `x-paddock-gaps` header.
-async fn session_output(
+pub async fn session_output(
     State(state): State<AppState>,
     principal: Principal,
     Path((sandbox, session)): Path<(String, u64)>,

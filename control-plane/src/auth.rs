@@ -3,6 +3,8 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use paddock_protocol::admin::{Role, TenantInfo, TENANT_HEADER};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -62,9 +64,8 @@ pub fn fill_random(buf: &mut [u8]) {
 }
 
 /// The bearer token of a request, if it carries one.
-pub fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?
@@ -73,18 +74,75 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Who is calling, on which tenant: a valid API token (else 401), and for
+/// an owner the tenant named in `x-paddock-tenant` (404 if there is none).
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let token = bearer(headers).ok_or_else(|| {
+        ApiError::unauthorized("missing API token: send `Authorization: Bearer <token>`")
+    })?;
+    let mut principal = state
+        .auth
+        .api_token(token)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("invalid, expired or revoked API token"))?;
+    if let Some(tenant) = headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok()) {
+        if tenant != principal.home_tenant {
+            // Only the platform owner acts across tenants; for anyone else the
+            // other tenant does not exist.
+            let exists =
+                principal.role == Role::Owner && state.tenants.get(tenant).await?.is_some();
+            if !exists {
+                return Err(ApiError::not_found(format!("no tenant `{tenant}`")));
+            }
+            principal.tenant_id = tenant.to_owned();
+        }
+    }
+    Ok(principal)
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(|| {
-            ApiError::unauthorized("missing API token: send `Authorization: Bearer <token>`")
-        })?;
-        state
-            .auth
-            .api_token(token)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("invalid API token"))
+    /// Handed over by the authorization layer of [`crate::routes`].
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("missing API token"))
+    }
+}
+
+/// The tenant directory: the one cross-tenant capability request handlers
+/// get (owner-only routes and the tenant header), nothing more.
+#[derive(Debug, Clone)]
+pub struct Tenants {
+    system: SystemStore,
+}
+
+impl Tenants {
+    pub fn new(system: SystemStore) -> Self {
+        Tenants { system }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<TenantInfo>, StoreError> {
+        self.system.get_tenant(id).await
+    }
+
+    pub async fn list(&self) -> Result<Vec<TenantInfo>, StoreError> {
+        self.system.list_tenants().await
+    }
+
+    pub async fn create(
+        &self,
+        name: &str,
+        retention: Option<u32>,
+    ) -> Result<TenantInfo, StoreError> {
+        self.system.create_tenant(name, retention).await
+    }
+
+    pub async fn set_retention(&self, id: &str, days: Option<u32>) -> Result<bool, StoreError> {
+        self.system.set_retention(id, days).await
     }
 }
 

@@ -6,6 +6,7 @@
 //! tests call the same functions. [`up`] adds local sandboxes for the
 //! all-in-one embedded default.
 
+mod admin;
 mod agent_conn;
 mod api;
 mod auth;
@@ -15,8 +16,10 @@ mod error;
 mod fanout;
 mod hub;
 mod persist;
+pub mod routes;
 pub mod store;
 mod stream;
+mod tools;
 pub mod up;
 
 use std::sync::Arc;
@@ -27,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use auth::Authenticator;
+use auth::{Authenticator, Tenants};
 pub use config::Config;
 use hub::Hub;
 use store::Store;
@@ -37,6 +40,7 @@ use store::Store;
 pub struct AppState {
     store: Store,
     auth: Authenticator,
+    tenants: Tenants,
     hub: Arc<Hub>,
     config: Arc<Config>,
     /// Output and exits on their way to the store, in arrival order.
@@ -96,7 +100,8 @@ impl App {
             persist::spawn_persister(store.clone(), hub.clone(), rx_persist, shutdown.clone());
         let state = AppState {
             store,
-            auth: Authenticator::new(system),
+            auth: Authenticator::new(system.clone()),
+            tenants: Tenants::new(system),
             hub,
             config: Arc::new(config),
             tx_persist,
@@ -113,7 +118,7 @@ impl App {
     /// Serves HTTP and WebSockets on `listener` until shutdown is cancelled,
     /// then waits (at most 5 s) for connection tasks to finish.
     pub async fn serve(self, listener: TcpListener) -> anyhow::Result<()> {
-        let router = api::router().with_state(self.state.clone());
+        let router = routes::router(self.state.clone());
         let shutdown = self.state.shutdown.clone();
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

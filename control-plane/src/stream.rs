@@ -27,6 +27,7 @@ use crate::agent_conn::truncate;
 use crate::api::{load_log, resolve_session};
 use crate::error::ApiError;
 use crate::fanout::{Ending, ReadAt, SessionLog};
+use crate::routes::Permission;
 use crate::store::Piece;
 use crate::store::{Principal, SessionRow};
 use crate::AppState;
@@ -47,6 +48,15 @@ pub async fn stream(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if query.mode == StreamMode::Attach && !Permission::Attach.allows(principal.role) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "the `{}` role lacks the `attach` permission; watch instead, or ask an admin for a developer token",
+                principal.role.as_str()
+            ),
+        ));
+    }
     let (_sandbox, row) = resolve_session(&state, &principal, &sandbox, SessionId(session)).await?;
     let log = load_log(&state, &row);
     let span = tracing::info_span!("client", sandbox.id = %row.sandbox_id, session.id = %row.id, tenant.id = %row.tenant_id);
@@ -142,6 +152,21 @@ async fn run(
     }
     log.join();
     debug!(mode = ?query.mode, peer = %hello.peer, "client joined");
+    let resource = format!("session/{}", row.id);
+    let action = match query.mode {
+        StreamMode::Watch => "session.watch",
+        StreamMode::Attach => "session.attach",
+    };
+    let detail = serde_json::json!({ "peer": hello.peer, "from": query.from });
+    crate::admin::record(
+        &state,
+        &principal,
+        &format!("{action}.started"),
+        &resource,
+        detail,
+    )
+    .await;
+    let input_bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
 
     let end = log.end();
     let (pace, from) = match query.from {
@@ -192,6 +217,10 @@ async fn run(
             client_id,
             stream,
             done.clone(),
+            InputAudit {
+                principal: principal.clone(),
+                bytes: input_bytes.clone(),
+            },
         ));
         write_loop(
             &state, &log, client_id, from, pace, query.mode, &mut sink, &done,
@@ -204,6 +233,16 @@ async fn run(
     }
     log.leave(client_id);
     debug!("client left");
+    let input = input_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    let detail = serde_json::json!({ "input_bytes": input });
+    crate::admin::record(
+        &state,
+        &principal,
+        &format!("{action}.ended"),
+        &resource,
+        detail,
+    )
+    .await;
 }
 
 /// How a client reads the stream.
@@ -382,6 +421,13 @@ async fn skip_ahead(
     (send(sink, &gap).await && send(sink, &snapshot).await).then_some(offset)
 }
 
+/// Who types on a stream, for the audit log: input is recorded as an event
+/// (first input, then a byte count when the stream ends), never the keys.
+struct InputAudit {
+    principal: Principal,
+    bytes: Arc<std::sync::atomic::AtomicU64>,
+}
+
 /// Takes input and resizes from the client; only the driver's are applied.
 /// Returns the reason when the client broke the protocol.
 async fn read_loop(
@@ -390,6 +436,7 @@ async fn read_loop(
     client_id: u64,
     mut stream: SplitStream<WebSocket>,
     done: CancellationToken,
+    audit: InputAudit,
 ) -> Option<String> {
     let violation = loop {
         let msg = tokio::select! {
@@ -412,6 +459,23 @@ async fn read_loop(
                     Err(err) => break Some(err.to_string()),
                 };
                 if log.is_driver(client_id) && !frame.payload.is_empty() {
+                    let before = audit.bytes.fetch_add(
+                        frame.payload.len() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    if before == 0 {
+                        let resource = format!("session/{}", log.id);
+                        let detail = serde_json::json!({});
+                        crate::admin::record_for(
+                            &state,
+                            &log.tenant_id,
+                            &audit.principal,
+                            "session.input",
+                            &resource,
+                            detail,
+                        )
+                        .await;
+                    }
                     let forwarded = DataFrame::input(log.id, frame.payload).encode();
                     if let Err(err) = state.hub.send_input(&log.sandbox_id, forwarded).await {
                         debug!(error = %err, "input dropped: sandbox not connected");

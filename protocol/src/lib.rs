@@ -5,9 +5,11 @@
 //! one tagged enum per direction ([`AgentToControl`], [`ControlToAgent`],
 //! [`ClientToControl`], [`ControlToClient`]); terminal bytes travel in binary
 //! frames with a fixed 17-byte header ([`DataFrame`]). The HTTP API's request
-//! and response bodies live in [`api`]. `docs/PROTOCOL.md` describes every
+//! and response bodies live in [`api`]; tool calls and their results in
+//! [`tools`]. `docs/PROTOCOL.md` describes every
 //! message with an example; the golden tests in each module pin the bytes.
 
+pub mod admin;
 pub mod api;
 mod error;
 mod frame;
@@ -15,6 +17,7 @@ mod ids;
 mod limits;
 mod messages;
 mod terminal;
+pub mod tools;
 
 pub use error::DecodeError;
 pub use frame::{DataFrame, FrameKind, FRAME_HEADER_LEN};
@@ -22,6 +25,7 @@ pub use ids::{RequestId, SandboxId, SessionId};
 pub use limits::*;
 pub use messages::*;
 pub use terminal::{ExitStatus, Signal, TermSize};
+pub use tools::{Secret, ToolCall, ToolOutput};
 
 /// The protocol version this build speaks, sent in every `hello` and `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;

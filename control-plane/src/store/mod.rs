@@ -22,6 +22,7 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use crate::auth::{hash_token, new_token, TokenKind};
 use crate::clock::now_rfc3339;
 
+mod identity;
 mod output;
 mod system;
 pub use output::{GapRow, Piece, SessionWrite};
@@ -37,6 +38,8 @@ pub const DEFAULT_TENANT: &str = "default";
 pub enum StoreError {
     #[error("a sandbox named `{0}` already exists")]
     DuplicateName(String),
+    #[error("{0}")]
+    Duplicate(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
     #[error("could not apply migrations: {0}")]
@@ -47,12 +50,17 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Who an API token speaks for.
+/// Who an API token speaks for, and on which tenant the request acts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub tenant_id: String,
+    pub token_id: String,
     pub token_name: String,
-    pub role: String,
+    pub role: paddock_protocol::admin::Role,
+    /// The tenant the token belongs to.
+    pub home_tenant: String,
+    /// The tenant this request acts on: the home tenant, or for an owner the
+    /// one named in `x-paddock-tenant`.
+    pub tenant_id: String,
 }
 
 /// A sandbox as stored.
@@ -654,7 +662,7 @@ mod tests {
             .unwrap();
         let who = store.authenticate_api("pdk_secret").await.unwrap().unwrap();
         assert_eq!(who.tenant_id, DEFAULT_TENANT);
-        assert_eq!(who.role, "owner");
+        assert_eq!(who.role, paddock_protocol::admin::Role::Owner);
         assert!(store.authenticate_api("pdk_wrong").await.unwrap().is_none());
     }
 

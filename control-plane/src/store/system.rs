@@ -6,7 +6,11 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
-use super::{new_id, now_rfc3339, sandbox_from_row, Backend, Principal, Result, SandboxRow};
+use paddock_protocol::admin::Role;
+
+use super::{
+    new_id, now_rfc3339, sandbox_from_row, Backend, Principal, Result, SandboxRow, StoreError,
+};
 use crate::auth::hash_token;
 
 #[derive(Debug, Clone)]
@@ -19,6 +23,10 @@ pub struct SystemStore {
 impl SystemStore {
     pub(super) fn new(pool: AnyPool, backend: Backend) -> Self {
         SystemStore { pool, backend }
+    }
+
+    pub(super) fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// Creates the tenant `name` (its id is its name) unless it exists.
@@ -55,20 +63,33 @@ impl SystemStore {
         Ok(())
     }
 
-    /// The principal an API token speaks for, if it is valid.
+    /// The principal an API token speaks for, if it is valid: known, not
+    /// revoked and not expired.
     pub async fn authenticate_api(&self, token: &str) -> Result<Option<Principal>> {
-        let row = sqlx::query("SELECT tenant_id, name, role FROM api_tokens WHERE token_hash = $1")
-            .bind(hash_token(token))
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row: AnyRow| {
-            Ok(Principal {
-                tenant_id: row.try_get("tenant_id")?,
-                token_name: row.try_get("name")?,
-                role: row.try_get("role")?,
-            })
-        })
-        .transpose()
+        let row = sqlx::query(
+            "SELECT id, tenant_id, name, role, expires_at FROM api_tokens
+             WHERE token_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash_token(token))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row): Option<AnyRow> = row else {
+            return Ok(None);
+        };
+        let expires_at: Option<String> = row.try_get("expires_at")?;
+        // RFC 3339 UTC strings of one format compare like the times they name.
+        if expires_at.is_some_and(|at| at <= now_rfc3339()) {
+            return Ok(None);
+        }
+        let role: String = row.try_get("role")?;
+        let tenant: String = row.try_get("tenant_id")?;
+        Ok(Some(Principal {
+            token_id: row.try_get("id")?,
+            token_name: row.try_get("name")?,
+            role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role}")))?,
+            home_tenant: tenant.clone(),
+            tenant_id: tenant,
+        }))
     }
 
     /// The sandbox an agentd token belongs to, if it is valid.

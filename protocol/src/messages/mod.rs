@@ -15,6 +15,7 @@ use crate::error::{check_len, check_str, check_strs, DecodeError};
 use crate::ids::{RequestId, SandboxId, SessionId};
 use crate::limits::*;
 use crate::terminal::{ExitStatus, Signal, TermSize};
+use crate::tools::{ToolCall, ToolOutput};
 
 /// The first message on every connection, from the dialling peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +91,23 @@ pub enum AgentToControl {
         code: ErrorCode,
         message: String,
     },
+    /// A tool call succeeded; `result` is tagged by the same `"tool"` name.
+    ToolResult {
+        request_id: RequestId,
+        result: ToolOutput,
+    },
+    /// Unsolicited: a language server published diagnostics for a document
+    /// (LSP `Diagnostic` objects as the server sent them; an empty list
+    /// clears them). Sent on whatever connection is up; the latest are
+    /// also served by `lsp_diagnostics`.
+    LspDiagnostics {
+        workspace: String,
+        language: String,
+        uri: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<i32>,
+        diagnostics: Vec<serde_json::Value>,
+    },
 }
 
 /// Messages the control plane sends to agentd.
@@ -147,6 +165,19 @@ pub enum ControlToAgent {
     Ack { session_id: SessionId, offset: u64 },
     /// The session's exit is durably stored: agentd may forget the session.
     ExitRecorded { session_id: SessionId },
+    /// Run a tool. agentd answers `tool_result` or `request_failed`; it
+    /// gives up after `timeout_ms` (default per tool, see
+    /// [`ToolCall::default_timeout_ms`]) with code `timeout`.
+    ToolCall {
+        request_id: RequestId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+        call: ToolCall,
+    },
+    /// Cancel an in-flight tool call: agentd answers the call itself with
+    /// `request_failed` code `cancelled`. For a call already answered (or
+    /// unknown) nothing is sent.
+    CancelRequest { request_id: RequestId },
 }
 
 /// Where the control plane wants a live session's output replayed from.
@@ -246,6 +277,16 @@ pub enum ErrorCode {
     UnsupportedVersion,
     Timeout,
     Internal,
+    /// A remote refused the credentials given (or needed some and got none).
+    AuthFailed,
+    /// A path leads outside the sandbox's work directory.
+    PathEscape,
+    /// A push would lose commits on the remote; fetch and merge, or force.
+    NonFastForward,
+    /// A tool ran and failed (git, a language server, a file operation).
+    ToolFailed,
+    /// The request was cancelled by `cancel_request`.
+    Cancelled,
     /// A code this build does not know, from a newer peer.
     #[serde(other)]
     Unknown,
@@ -266,6 +307,11 @@ impl ErrorCode {
             ErrorCode::UnsupportedVersion => "unsupported_version",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::PathEscape => "path_escape",
+            ErrorCode::NonFastForward => "non_fast_forward",
+            ErrorCode::ToolFailed => "tool_failed",
+            ErrorCode::Cancelled => "cancelled",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -281,7 +327,7 @@ fn check_text_len(text: &str) -> Result<(), DecodeError> {
     Ok(())
 }
 
-fn check_env(env: &BTreeMap<String, String>) -> Result<(), DecodeError> {
+pub(crate) fn check_env(env: &BTreeMap<String, String>) -> Result<(), DecodeError> {
     check_len("env", env.len(), MAX_ENV)?;
     for (key, value) in env {
         check_str("env", key, MAX_NAME_LEN)?;
@@ -333,9 +379,21 @@ impl AgentToControl {
             AgentToControl::RequestFailed { message, .. } => {
                 check_str("message", message, MAX_STRING_LEN)
             }
+            AgentToControl::LspDiagnostics {
+                workspace,
+                language,
+                uri,
+                ..
+            } => {
+                check_str("workspace", workspace, MAX_STRING_LEN)?;
+                check_str("language", language, MAX_NAME_LEN)?;
+                check_str("uri", uri, MAX_STRING_LEN * 3)
+            }
             AgentToControl::SessionOpened { .. }
             | AgentToControl::SessionExited { .. }
-            | AgentToControl::RequestDone { .. } => Ok(()),
+            | AgentToControl::RequestDone { .. }
+            // Bounded by the frame size; agentd shapes it to fit.
+            | AgentToControl::ToolResult { .. } => Ok(()),
         }
     }
 }
@@ -366,11 +424,13 @@ impl ControlToAgent {
                 size.validate()
             }
             ControlToAgent::ResizeSession { size, .. } => size.validate(),
+            ControlToAgent::ToolCall { call, .. } => call.validate(),
             ControlToAgent::SignalSession { .. }
             | ControlToAgent::CloseSession { .. }
             | ControlToAgent::DropSession { .. }
             | ControlToAgent::Ack { .. }
-            | ControlToAgent::ExitRecorded { .. } => Ok(()),
+            | ControlToAgent::ExitRecorded { .. }
+            | ControlToAgent::CancelRequest { .. } => Ok(()),
         }
     }
 }

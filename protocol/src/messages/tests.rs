@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::api::SessionState;
+use crate::tools::*;
 
 fn hello(peer: &str) -> Hello {
     Hello {
@@ -324,4 +325,346 @@ fn version_refusal_names_supported_versions() {
     let reason = crate::unsupported_version_reason(99);
     assert_eq!(reason, "unsupported protocol version 99; supported: 1");
     assert!(reason.len() <= 123);
+}
+
+fn target() -> LspTarget {
+    LspTarget {
+        workspace: "repo".to_owned(),
+        language: "python".to_owned(),
+    }
+}
+
+#[test]
+fn tool_call_golden() {
+    golden_control(
+        ControlToAgent::ToolCall {
+            request_id: RequestId(7),
+            timeout_ms: Some(120_000),
+            call: ToolCall::GitClone(GitClone {
+                url: "https://git.example.com/acme/app.git".to_owned(),
+                path: "app".to_owned(),
+                branch: Some("main".to_owned()),
+                depth: Some(1),
+                credentials: Some(GitCredentials {
+                    username: Some("x-access-token".to_owned()),
+                    token: Secret::new("ghp_secret"),
+                }),
+            }),
+        },
+        r#"{"type":"tool_call","request_id":7,"timeout_ms":120000,"call":{"tool":"git_clone","url":"https://git.example.com/acme/app.git","path":"app","branch":"main","depth":1,"credentials":{"username":"x-access-token","token":"ghp_secret"}}}"#,
+    );
+    golden_control(
+        ControlToAgent::ToolCall {
+            request_id: RequestId(8),
+            timeout_ms: None,
+            call: ToolCall::GitCommit(GitCommit {
+                repo: "app".to_owned(),
+                message: "Fix the parser".to_owned(),
+                author_name: "Ada".to_owned(),
+                author_email: "ada@example.com".to_owned(),
+                allow_empty: false,
+            }),
+        },
+        r#"{"type":"tool_call","request_id":8,"call":{"tool":"git_commit","repo":"app","message":"Fix the parser","author_name":"Ada","author_email":"ada@example.com","allow_empty":false}}"#,
+    );
+    golden_control(
+        ControlToAgent::ToolCall {
+            request_id: RequestId(9),
+            timeout_ms: None,
+            call: ToolCall::GitPush(GitPush {
+                repo: "app".to_owned(),
+                remote: None,
+                branch: "main".to_owned(),
+                force: false,
+                credentials: None,
+            }),
+        },
+        r#"{"type":"tool_call","request_id":9,"call":{"tool":"git_push","repo":"app","branch":"main","force":false}}"#,
+    );
+    golden_control(
+        ControlToAgent::ToolCall {
+            request_id: RequestId(10),
+            timeout_ms: None,
+            call: ToolCall::LspHover(LspPosition {
+                target: target(),
+                path: "repo/main.py".to_owned(),
+                position: Position {
+                    line: 3,
+                    character: 7,
+                },
+            }),
+        },
+        r#"{"type":"tool_call","request_id":10,"call":{"tool":"lsp_hover","workspace":"repo","language":"python","path":"repo/main.py","position":{"line":3,"character":7}}}"#,
+    );
+    golden_control(
+        ControlToAgent::ToolCall {
+            request_id: RequestId(11),
+            timeout_ms: None,
+            call: ToolCall::LspChange(LspChange {
+                target: target(),
+                path: "repo/main.py".to_owned(),
+                changes: vec![TextChange {
+                    range: Some(Range {
+                        start: Position {
+                            line: 0,
+                            character: 4,
+                        },
+                        end: Position {
+                            line: 0,
+                            character: 5,
+                        },
+                    }),
+                    text: "y".to_owned(),
+                }],
+            }),
+        },
+        r#"{"type":"tool_call","request_id":11,"call":{"tool":"lsp_change","workspace":"repo","language":"python","path":"repo/main.py","changes":[{"range":{"start":{"line":0,"character":4},"end":{"line":0,"character":5}},"text":"y"}]}}"#,
+    );
+    golden_control(
+        ControlToAgent::ToolCall {
+            request_id: RequestId(12),
+            timeout_ms: None,
+            call: ToolCall::LspRequest(LspRequest {
+                target: target(),
+                method: "textDocument/foldingRange".to_owned(),
+                params: serde_json::json!({"textDocument":{"uri":"file:///w/repo/main.py"}}),
+            }),
+        },
+        r#"{"type":"tool_call","request_id":12,"call":{"tool":"lsp_request","workspace":"repo","language":"python","method":"textDocument/foldingRange","params":{"textDocument":{"uri":"file:///w/repo/main.py"}}}}"#,
+    );
+    golden_control(
+        ControlToAgent::ToolCall {
+            request_id: RequestId(13),
+            timeout_ms: None,
+            call: ToolCall::FileWrite(FileWrite {
+                path: "bin/run.sh".to_owned(),
+                content: "#!/bin/sh\necho hi\n".to_owned(),
+                encoding: Encoding::Utf8,
+                mode: Some(0o755),
+                create_dirs: true,
+                append: false,
+            }),
+        },
+        r##"{"type":"tool_call","request_id":13,"call":{"tool":"file_write","path":"bin/run.sh","content":"#!/bin/sh\necho hi\n","mode":493,"create_dirs":true,"append":false}}"##,
+    );
+    golden_control(
+        ControlToAgent::ToolCall {
+            request_id: RequestId(14),
+            timeout_ms: None,
+            call: ToolCall::FileRead(FileRead {
+                path: "logo.png".to_owned(),
+                offset: 0,
+                len: Some(4096),
+            }),
+        },
+        r#"{"type":"tool_call","request_id":14,"call":{"tool":"file_read","path":"logo.png","offset":0,"len":4096}}"#,
+    );
+    golden_control(
+        ControlToAgent::ToolCall {
+            request_id: RequestId(15),
+            timeout_ms: None,
+            call: ToolCall::Exec(Exec {
+                command: "cargo".to_owned(),
+                args: vec!["test".to_owned()],
+                cwd: Some("app".to_owned()),
+                env: BTreeMap::new(),
+                stdin: None,
+                timeout_ms: Some(600_000),
+                max_output: None,
+            }),
+        },
+        r#"{"type":"tool_call","request_id":15,"call":{"tool":"exec","command":"cargo","args":["test"],"cwd":"app","env":{},"timeout_ms":600000}}"#,
+    );
+    golden_control(
+        ControlToAgent::CancelRequest {
+            request_id: RequestId(15),
+        },
+        r#"{"type":"cancel_request","request_id":15}"#,
+    );
+}
+
+#[test]
+fn tool_result_golden() {
+    golden_agent(
+        AgentToControl::ToolResult {
+            request_id: RequestId(20),
+            result: ToolOutput::GitStatus(GitStatusOutput {
+                branch: Some("main".to_owned()),
+                head: Some("4b825dc642cb6eb9a060e54bf8d69288fbee4904".to_owned()),
+                entries: vec![
+                    StatusEntry {
+                        path: "src/lib.rs".to_owned(),
+                        orig_path: None,
+                        index: " ".to_owned(),
+                        worktree: "M".to_owned(),
+                    },
+                    StatusEntry {
+                        path: "notes.txt".to_owned(),
+                        orig_path: None,
+                        index: "?".to_owned(),
+                        worktree: "?".to_owned(),
+                    },
+                ],
+            }),
+        },
+        r#"{"type":"tool_result","request_id":20,"result":{"tool":"git_status","branch":"main","head":"4b825dc642cb6eb9a060e54bf8d69288fbee4904","entries":[{"path":"src/lib.rs","index":" ","worktree":"M"},{"path":"notes.txt","index":"?","worktree":"?"}]}}"#,
+    );
+    golden_agent(
+        AgentToControl::ToolResult {
+            request_id: RequestId(21),
+            result: ToolOutput::LspHover(LspResponse {
+                response: serde_json::json!({"contents":{"kind":"markdown","value":"def greet()"}}),
+            }),
+        },
+        r#"{"type":"tool_result","request_id":21,"result":{"tool":"lsp_hover","response":{"contents":{"kind":"markdown","value":"def greet()"}}}}"#,
+    );
+    golden_agent(
+        AgentToControl::ToolResult {
+            request_id: RequestId(22),
+            result: ToolOutput::Exec(ExecOutput {
+                status: ExitStatus::code(1),
+                stdout: CapturedOutput {
+                    text: "ok\n".to_owned(),
+                    total_bytes: 3,
+                    omitted_bytes: 0,
+                },
+                stderr: CapturedOutput {
+                    text: "a\n[... 100 bytes omitted ...]\nz\n".to_owned(),
+                    total_bytes: 104,
+                    omitted_bytes: 100,
+                },
+                timed_out: false,
+                duration_ms: 12,
+            }),
+        },
+        r#"{"type":"tool_result","request_id":22,"result":{"tool":"exec","status":{"code":1},"stdout":{"text":"ok\n","total_bytes":3,"omitted_bytes":0},"stderr":{"text":"a\n[... 100 bytes omitted ...]\nz\n","total_bytes":104,"omitted_bytes":100},"timed_out":false,"duration_ms":12}}"#,
+    );
+    golden_agent(
+        AgentToControl::ToolResult {
+            request_id: RequestId(23),
+            result: ToolOutput::FileRead(FileContent {
+                content: "iVBORw==".to_owned(),
+                encoding: Encoding::Base64,
+                offset: 0,
+                len: 4,
+                size: 4,
+                eof: true,
+            }),
+        },
+        r#"{"type":"tool_result","request_id":23,"result":{"tool":"file_read","content":"iVBORw==","encoding":"base64","offset":0,"len":4,"size":4,"eof":true}}"#,
+    );
+    golden_agent(
+        AgentToControl::ToolResult {
+            request_id: RequestId(24),
+            result: ToolOutput::GitPush(GitPushed {
+                remote_ref: "refs/heads/main".to_owned(),
+                id: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".to_owned(),
+            }),
+        },
+        r#"{"type":"tool_result","request_id":24,"result":{"tool":"git_push","remote_ref":"refs/heads/main","id":"4b825dc642cb6eb9a060e54bf8d69288fbee4904"}}"#,
+    );
+    golden_agent(
+        AgentToControl::RequestFailed {
+            request_id: RequestId(25),
+            code: ErrorCode::NonFastForward,
+            message: "the remote's main has commits this branch lacks; fetch and merge, or push with force".to_owned(),
+        },
+        r#"{"type":"request_failed","request_id":25,"code":"non_fast_forward","message":"the remote's main has commits this branch lacks; fetch and merge, or push with force"}"#,
+    );
+    golden_agent(
+        AgentToControl::LspDiagnostics {
+            workspace: "repo".to_owned(),
+            language: "python".to_owned(),
+            uri: "file:///w/repo/main.py".to_owned(),
+            version: Some(2),
+            diagnostics: vec![
+                serde_json::json!({"message":"undefined name 'x'","range":{"end":{"character":5,"line":0},"start":{"character":4,"line":0}},"severity":1,"source":"pyflakes"}),
+            ],
+        },
+        r#"{"type":"lsp_diagnostics","workspace":"repo","language":"python","uri":"file:///w/repo/main.py","version":2,"diagnostics":[{"message":"undefined name 'x'","range":{"end":{"character":5,"line":0},"start":{"character":4,"line":0}},"severity":1,"source":"pyflakes"}]}"#,
+    );
+}
+
+#[test]
+fn new_error_codes_are_snake_case() {
+    for (code, text) in [
+        (ErrorCode::AuthFailed, "auth_failed"),
+        (ErrorCode::PathEscape, "path_escape"),
+        (ErrorCode::NonFastForward, "non_fast_forward"),
+        (ErrorCode::ToolFailed, "tool_failed"),
+        (ErrorCode::Cancelled, "cancelled"),
+    ] {
+        assert_eq!(code.as_str(), text);
+        assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{text}\""));
+    }
+}
+
+#[test]
+fn tool_calls_are_checked_against_the_limits() {
+    let write = |content: String, encoding: &str| {
+        format!(
+            r#"{{"type":"tool_call","request_id":1,"call":{{"tool":"file_write","path":"a","content":"{content}","encoding":"{encoding}"}}}}"#
+        )
+    };
+    assert!(ControlToAgent::decode(&write("x".repeat(MAX_FILE_WRITE), "utf8")).is_ok());
+    assert!(matches!(
+        ControlToAgent::decode(&write("x".repeat(MAX_FILE_WRITE + 1), "utf8")),
+        Err(DecodeError::TooLong {
+            field: "content",
+            ..
+        })
+    ));
+    // Base64 of the largest write still fits a frame.
+    let b64 = "A".repeat(MAX_FILE_WRITE.div_ceil(3) * 4);
+    assert!(ControlToAgent::decode(&write(b64, "base64")).is_ok());
+    let long_path = format!(
+        r#"{{"type":"tool_call","request_id":1,"call":{{"tool":"file_stat","path":"{}"}}}}"#,
+        "a".repeat(MAX_STRING_LEN + 1)
+    );
+    assert!(matches!(
+        ControlToAgent::decode(&long_path),
+        Err(DecodeError::TooLong { field: "path", .. })
+    ));
+    let nul =
+        r#"{"type":"tool_call","request_id":1,"call":{"tool":"file_stat","path":"a\u0000b"}}"#;
+    assert!(matches!(
+        ControlToAgent::decode(nul),
+        Err(DecodeError::Invalid { field: "path", .. })
+    ));
+    let unknown = r#"{"type":"tool_call","request_id":1,"call":{"tool":"launch_missiles"}}"#;
+    assert!(ControlToAgent::decode(unknown).is_err());
+    let defaults = ControlToAgent::decode(
+        r#"{"type":"tool_call","request_id":1,"call":{"tool":"file_list"}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        defaults,
+        ControlToAgent::ToolCall {
+            request_id: RequestId(1),
+            timeout_ms: None,
+            call: ToolCall::FileList(FileList {
+                path: String::new(),
+                depth: 1
+            }),
+        }
+    );
+}
+
+#[test]
+fn default_timeouts_follow_the_tool() {
+    let status = ToolCall::GitStatus(GitRepo {
+        repo: ".".to_owned(),
+    });
+    assert_eq!(status.default_timeout_ms(), DEFAULT_GIT_TIMEOUT_MS);
+    let exec = ToolCall::Exec(Exec {
+        command: "true".to_owned(),
+        args: vec![],
+        cwd: None,
+        env: BTreeMap::new(),
+        stdin: None,
+        timeout_ms: Some(1000),
+        max_output: None,
+    });
+    assert_eq!(exec.default_timeout_ms(), 1000 + EXEC_TIMEOUT_SLACK_MS);
+    assert_eq!(exec.name(), "exec");
 }

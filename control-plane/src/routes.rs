@@ -1,0 +1,306 @@
+//! Every HTTP and WebSocket route with the permission it requires, in one
+//! table. The router is built from this table and the authorization layer
+//! is attached per route from it, so a route cannot exist without a
+//! declared permission — and the cross-tenant and role tests iterate the
+//! same table.
+
+use axum::extract::{Request, State};
+use axum::middleware::{from_fn_with_state, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, patch, post, MethodRouter};
+use axum::Router;
+use paddock_protocol::admin::Role;
+
+use crate::error::ApiError;
+use crate::{admin, agent_conn, api, stream, tools, AppState};
+
+/// What a route requires of the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    /// No token at all (health checks).
+    Public,
+    /// A sandbox's agentd token, checked by the handler before the upgrade.
+    SandboxToken,
+    /// Any valid API token.
+    Authenticated,
+    ReadSandboxes,
+    ManageSandboxes,
+    OpenSessions,
+    /// Watching a live terminal; attaching (`mode=attach`) also needs [`Permission::Attach`].
+    Watch,
+    Attach,
+    ControlSessions,
+    ReadLogs,
+    ManageUsers,
+    ManageTokens,
+    /// Settings of the caller's own tenant (an owner: of any tenant).
+    ManageTenantSettings,
+    /// Creating and listing tenants: the platform operator only.
+    ManageTenants,
+    ReadAudit,
+    /// Tool calls (git, LSP, files, exec) in a sandbox.
+    CallTools,
+}
+
+impl Permission {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Public => "public",
+            Permission::SandboxToken => "sandbox_token",
+            Permission::Authenticated => "authenticated",
+            Permission::ReadSandboxes => "read_sandboxes",
+            Permission::ManageSandboxes => "manage_sandboxes",
+            Permission::OpenSessions => "open_sessions",
+            Permission::Watch => "watch",
+            Permission::Attach => "attach",
+            Permission::ControlSessions => "control_sessions",
+            Permission::ReadLogs => "read_logs",
+            Permission::ManageUsers => "manage_users",
+            Permission::ManageTokens => "manage_tokens",
+            Permission::ManageTenantSettings => "manage_tenant_settings",
+            Permission::ManageTenants => "manage_tenants",
+            Permission::ReadAudit => "read_audit",
+            Permission::CallTools => "call_tools",
+        }
+    }
+
+    /// Whether `role` holds this permission.
+    pub fn allows(self, role: Role) -> bool {
+        use Role::*;
+        let roles: &[Role] = match self {
+            Permission::Public | Permission::SandboxToken | Permission::Authenticated => {
+                return true
+            }
+            Permission::ReadSandboxes => &[Owner, Admin, Operator, Developer, Viewer],
+            Permission::ManageSandboxes => &[Owner, Admin],
+            Permission::OpenSessions | Permission::ControlSessions => &[Owner, Admin, Developer],
+            Permission::Watch => &[Owner, Admin, Operator, Developer],
+            Permission::Attach => &[Owner, Admin, Developer],
+            Permission::ReadLogs => &[Owner, Admin, Operator, Developer, Viewer],
+            Permission::ManageUsers | Permission::ManageTokens => &[Owner, Admin],
+            Permission::ManageTenantSettings => &[Owner, Admin],
+            Permission::ManageTenants => &[Owner],
+            Permission::ReadAudit => &[Owner, Admin, Operator],
+            Permission::CallTools => &[Owner, Admin, Developer, Agent],
+        };
+        roles.contains(&role)
+    }
+
+    /// Whether the caller must present an API token.
+    pub fn needs_api_token(self) -> bool {
+        !matches!(self, Permission::Public | Permission::SandboxToken)
+    }
+}
+
+/// One route of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub permission: Permission,
+    /// Whether the route names a tenant's resource in its path (for the
+    /// cross-tenant tests: another tenant's id must answer 404).
+    pub tenant_resource: bool,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    permission: Permission,
+    tenant_resource: bool,
+) -> Route {
+    Route {
+        method,
+        path,
+        permission,
+        tenant_resource,
+    }
+}
+
+/// Every route the control plane serves.
+pub const ROUTES: &[Route] = &[
+    route("GET", "/healthz", Permission::Public, false),
+    route("GET", "/v1/agent/connect", Permission::SandboxToken, false),
+    route("GET", "/v1/whoami", Permission::Authenticated, false),
+    route("GET", "/v1/sandboxes", Permission::ReadSandboxes, false),
+    route("POST", "/v1/sandboxes", Permission::ManageSandboxes, false),
+    route(
+        "GET",
+        "/v1/sandboxes/{sandbox}",
+        Permission::ReadSandboxes,
+        true,
+    ),
+    route(
+        "GET",
+        "/v1/sandboxes/{sandbox}/sessions",
+        Permission::ReadSandboxes,
+        true,
+    ),
+    route(
+        "POST",
+        "/v1/sandboxes/{sandbox}/sessions",
+        Permission::OpenSessions,
+        true,
+    ),
+    route(
+        "GET",
+        "/v1/sandboxes/{sandbox}/sessions/{session}",
+        Permission::ReadSandboxes,
+        true,
+    ),
+    route(
+        "DELETE",
+        "/v1/sandboxes/{sandbox}/sessions/{session}",
+        Permission::ControlSessions,
+        true,
+    ),
+    route(
+        "POST",
+        "/v1/sandboxes/{sandbox}/sessions/{session}/signal",
+        Permission::ControlSessions,
+        true,
+    ),
+    route(
+        "POST",
+        "/v1/sandboxes/{sandbox}/sessions/{session}/resize",
+        Permission::ControlSessions,
+        true,
+    ),
+    route(
+        "GET",
+        "/v1/sandboxes/{sandbox}/sessions/{session}/output",
+        Permission::ReadLogs,
+        true,
+    ),
+    route(
+        "GET",
+        "/v1/sandboxes/{sandbox}/sessions/{session}/stream",
+        Permission::Watch,
+        true,
+    ),
+    route(
+        "POST",
+        "/v1/sandboxes/{sandbox}/tools/{tool}",
+        Permission::CallTools,
+        true,
+    ),
+    route("GET", "/v1/tenants", Permission::ManageTenants, false),
+    route("POST", "/v1/tenants", Permission::ManageTenants, false),
+    route(
+        "PATCH",
+        "/v1/tenants/{tenant}",
+        Permission::ManageTenantSettings,
+        true,
+    ),
+    route("GET", "/v1/users", Permission::ManageUsers, false),
+    route("POST", "/v1/users", Permission::ManageUsers, false),
+    route("GET", "/v1/tokens", Permission::ManageTokens, false),
+    route("POST", "/v1/tokens", Permission::ManageTokens, false),
+    route(
+        "DELETE",
+        "/v1/tokens/{token}",
+        Permission::ManageTokens,
+        true,
+    ),
+    route("GET", "/v1/audit", Permission::ReadAudit, false),
+];
+
+/// The handler of a route of the table.
+fn handler(route: &Route) -> MethodRouter<AppState> {
+    match (route.method, route.path) {
+        ("GET", "/healthz") => get(api::health),
+        ("GET", "/v1/agent/connect") => get(agent_conn::connect),
+        ("GET", "/v1/whoami") => get(admin::whoami),
+        ("GET", "/v1/sandboxes") => get(api::list_sandboxes),
+        ("POST", "/v1/sandboxes") => post(api::register_sandbox),
+        ("GET", "/v1/sandboxes/{sandbox}") => get(api::get_sandbox),
+        ("GET", "/v1/sandboxes/{sandbox}/sessions") => get(api::list_sessions),
+        ("POST", "/v1/sandboxes/{sandbox}/sessions") => post(api::open_session),
+        ("GET", "/v1/sandboxes/{sandbox}/sessions/{session}") => get(api::get_session),
+        ("DELETE", "/v1/sandboxes/{sandbox}/sessions/{session}") => delete(api::close_session),
+        ("POST", "/v1/sandboxes/{sandbox}/sessions/{session}/signal") => post(api::signal_session),
+        ("POST", "/v1/sandboxes/{sandbox}/sessions/{session}/resize") => post(api::resize_session),
+        ("GET", "/v1/sandboxes/{sandbox}/sessions/{session}/output") => get(api::session_output),
+        ("GET", "/v1/sandboxes/{sandbox}/sessions/{session}/stream") => get(stream::stream),
+        ("POST", "/v1/sandboxes/{sandbox}/tools/{tool}") => post(tools::call_tool),
+        ("GET", "/v1/tenants") => get(admin::list_tenants),
+        ("POST", "/v1/tenants") => post(admin::create_tenant),
+        ("PATCH", "/v1/tenants/{tenant}") => patch(admin::update_tenant),
+        ("GET", "/v1/users") => get(admin::list_users),
+        ("POST", "/v1/users") => post(admin::create_user),
+        ("GET", "/v1/tokens") => get(admin::list_tokens),
+        ("POST", "/v1/tokens") => post(admin::create_token),
+        ("DELETE", "/v1/tokens/{token}") => delete(admin::revoke_token),
+        ("GET", "/v1/audit") => get(admin::list_audit),
+        (method, path) => unreachable!("route {method} {path} has no handler"),
+    }
+}
+
+/// The router: every route of [`ROUTES`], each behind its permission check.
+pub fn router(state: AppState) -> Router {
+    let mut router: Router<AppState> = Router::new();
+    let mut paths: Vec<&str> = ROUTES.iter().map(|r| r.path).collect();
+    paths.dedup();
+    let mut seen = std::collections::HashSet::new();
+    for path in paths {
+        if !seen.insert(path) {
+            continue;
+        }
+        let mut methods: Option<MethodRouter<AppState>> = None;
+        for route in ROUTES.iter().filter(|r| r.path == path) {
+            let permission = route.permission;
+            let guarded = handler(route).route_layer(from_fn_with_state(
+                state.clone(),
+                move |State(state): State<AppState>, req: Request, next: Next| {
+                    authorize(state, permission, req, next)
+                },
+            ));
+            methods = Some(match methods {
+                Some(m) => m.merge(guarded),
+                None => guarded,
+            });
+        }
+        if let Some(methods) = methods {
+            router = router.route(path, methods);
+        }
+    }
+    router
+        .fallback(|| async { ApiError::not_found("no such endpoint; see docs/ARCHITECTURE.md") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                paddock_protocol::ErrorCode::BadRequest,
+                "method not allowed on this endpoint; see docs/ARCHITECTURE.md",
+            )
+        })
+        .with_state(state)
+}
+
+/// Authenticates the caller, checks the route's permission, resolves the
+/// tenant the request acts on, and hands the [`Principal`] to the handler.
+async fn authorize(
+    state: AppState,
+    permission: Permission,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if !permission.needs_api_token() {
+        return next.run(req).await;
+    }
+    let principal = match crate::auth::authenticate(&state, req.headers()).await {
+        Ok(principal) => principal,
+        Err(err) => return err.into_response(),
+    };
+    if !permission.allows(principal.role) {
+        return ApiError::new(
+            paddock_protocol::ErrorCode::Forbidden,
+            format!(
+                "the `{}` role lacks the `{}` permission; ask an admin for a token that has it",
+                principal.role.as_str(),
+                permission.as_str()
+            ),
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}

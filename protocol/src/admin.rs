@@ -1,0 +1,199 @@
+//! HTTP bodies for identities and governance of a tenant: tenants, users,
+//! API tokens and the audit log. Times are RFC 3339 strings in UTC.
+
+use serde::{Deserialize, Serialize};
+
+/// What an API token may do. Ordered from most to least powerful for
+/// display only; permissions are checked per route, not by order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, across tenants: the platform operator.
+    Owner,
+    /// Manages its tenant: users, tokens, sandboxes, settings.
+    Admin,
+    /// Lists and watches every sandbox and session of its tenant; no input.
+    Operator,
+    /// Watches and attaches to its tenant's sandboxes; runs commands.
+    Developer,
+    /// An AI agent or orchestrator: tool calls and tasks for its own agent.
+    Agent,
+    /// Read-only lists and logs.
+    Viewer,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::Owner,
+        Role::Admin,
+        Role::Operator,
+        Role::Developer,
+        Role::Agent,
+        Role::Viewer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Developer => "developer",
+            Role::Agent => "agent",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// `POST /v1/tenants` (owner only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateTenant {
+    pub name: String,
+    /// Days terminal output is kept; forever when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
+}
+
+/// `PATCH /v1/tenants/{tenant}` (owner, or an admin of that tenant).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateTenant {
+    /// A new retention in days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
+    /// Keep output forever (drops any retention limit).
+    #[serde(default)]
+    pub keep_forever: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantInfo {
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantList {
+    pub tenants: Vec<TenantInfo>,
+}
+
+/// `POST /v1/users`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateUser {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserList {
+    pub users: Vec<UserInfo>,
+}
+
+/// `POST /v1/tokens`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateToken {
+    /// A label for people, e.g. `ci` or `alice-laptop`.
+    pub name: String,
+    pub role: Role,
+    /// The user the token belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Lifetime in seconds; the token never expires when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+}
+
+/// Response to `POST /v1/tokens`: the only time the secret is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub token: String,
+    pub info: TokenInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// `GET /v1/whoami`: the caller as the control plane sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub token_id: String,
+    pub token_name: String,
+    pub role: Role,
+    pub tenant_id: String,
+}
+
+/// One audit record: who did what to which resource, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub tenant_id: String,
+    pub at: String,
+    /// The acting token's id, or `system`.
+    pub actor: String,
+    pub role: String,
+    /// e.g. `token.created`, `sandbox.registered`, `session.attach.started`.
+    pub action: String,
+    /// e.g. `sandbox/sbx_…`, `session/12`, `token/tok_…`.
+    pub resource: String,
+    #[serde(default)]
+    pub detail: serde_json::Value,
+}
+
+/// `GET /v1/audit`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditList {
+    pub events: Vec<AuditEvent>,
+}
+
+/// Header an owner uses to act on a tenant other than its own.
+pub const TENANT_HEADER: &str = "x-paddock-tenant";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_round_trip_by_name() {
+        for role in Role::ALL {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+            assert_eq!(
+                serde_json::to_string(&role).unwrap(),
+                format!("\"{}\"", role.as_str())
+            );
+        }
+        assert_eq!(Role::parse("root"), None);
+    }
+}
