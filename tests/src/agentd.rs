@@ -21,11 +21,25 @@ pub struct Agentd {
 impl Agentd {
     /// Starts `agentd` dialling `cp_url` with `token`, running sessions in `workdir`.
     pub fn start(cp_url: &str, token: &str, workdir: &Path) -> Result<Agentd> {
+        Agentd::start_with(cp_url, token, workdir, &[])
+    }
+
+    /// Like [`Agentd::start`], with more environment variables (agentd's
+    /// `PADDOCK_AGENTD_*` settings), set after the defaults so they win.
+    pub fn start_with(
+        cp_url: &str,
+        token: &str,
+        workdir: &Path,
+        env: &[(String, String)],
+    ) -> Result<Agentd> {
         let mut cmd = base_command(&bin_path("agentd"));
         cmd.env("PADDOCK_AGENTD_CONTROL_PLANE", cp_url)
             .env("PADDOCK_AGENTD_TOKEN", token)
             .env("PADDOCK_AGENTD_WORKDIR", workdir)
             .env("RUST_LOG", "info");
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
         Ok(Agentd {
             proc: Proc::spawn("agentd", cmd)?,
         })
@@ -58,6 +72,27 @@ impl Agentd {
 
     pub fn logs(&self) -> String {
         self.proc.logs()
+    }
+}
+
+/// How a test's agentd is started: another URL to dial (a [`crate::LinkProxy`]
+/// in front of the control plane) and extra environment variables.
+#[derive(Debug, Clone, Default)]
+pub struct AgentdOptions {
+    pub url: Option<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl AgentdOptions {
+    /// Dial `url` instead of the control plane's own address.
+    pub fn via(mut self, url: &str) -> AgentdOptions {
+        self.url = Some(url.to_owned());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl ToString) -> AgentdOptions {
+        self.env.push((key.to_owned(), value.to_string()));
+        self
     }
 }
 

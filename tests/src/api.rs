@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use paddock_protocol::api::{
     OpenSessionRequest, RegisterSandbox, ResizeRequest, SandboxInfo, SandboxList,
-    SandboxRegistered, SessionInfo, SessionList, SignalRequest,
+    SandboxRegistered, SessionInfo, SessionList, SignalRequest, GAPS_HEADER,
 };
 use paddock_protocol::{SessionId, Signal, TermSize};
 use reqwest::{Method, StatusCode};
@@ -210,6 +210,70 @@ impl Api {
         .await
     }
 
+    /// `GET …/sessions/{id}/output?from=&to=`: the stored bytes of
+    /// `[from, to)` and the holes listed in its `x-paddock-gaps` header.
+    pub async fn output(
+        &self,
+        sandbox: &str,
+        session: SessionId,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Result<StoredOutput> {
+        let mut url = format!(
+            "{}/v1/sandboxes/{sandbox}/sessions/{session}/output",
+            self.base
+        );
+        let query: Vec<String> = [("from", from), ("to", to)]
+            .iter()
+            .filter_map(|(name, value)| value.map(|v| format!("{name}={v}")))
+            .collect();
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&query.join("&"));
+        }
+        // Whole streams of hundreds of MiB come this way: no 20 s limit.
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()
+            .context("could not build an HTTP client")?;
+        let resp = http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("GET {url} failed"))?;
+        let status = resp.status();
+        let header = match resp.headers().get(GAPS_HEADER) {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .with_context(|| format!("GET {url}: {GAPS_HEADER} is not text: {value:?}"))?
+                    .to_owned(),
+            ),
+        };
+        let bytes = resp
+            .bytes()
+            .await
+            .with_context(|| format!("could not read the body of GET {url}"))?
+            .to_vec();
+        if status != StatusCode::OK {
+            bail!(
+                "GET {url}: expected 200, got {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        let gaps = match &header {
+            Some(text) => parse_gaps(text).with_context(|| format!("GET {url}"))?,
+            None => Vec::new(),
+        };
+        Ok(StoredOutput {
+            bytes,
+            gaps,
+            gaps_header: header,
+        })
+    }
+
     pub async fn close_session(&self, sandbox: &str, session: SessionId) -> Result<()> {
         self.call_empty(
             Method::DELETE,
@@ -218,4 +282,32 @@ impl Api {
         )
         .await
     }
+}
+
+/// What the output endpoint returned.
+#[derive(Debug, Clone)]
+pub struct StoredOutput {
+    /// The bytes that exist in the range, in order (holes left out).
+    pub bytes: Vec<u8>,
+    /// The holes, as `[from, to)` offsets.
+    pub gaps: Vec<(u64, u64)>,
+    /// The raw `x-paddock-gaps` header, if the response had one.
+    pub gaps_header: Option<String>,
+}
+
+/// Parses `from-to` pairs separated by commas (blank means none).
+pub fn parse_gaps(text: &str) -> Result<Vec<(u64, u64)>> {
+    let mut gaps = Vec::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parsed = pair
+            .split_once('-')
+            .and_then(|(from, to)| Some((from.trim().parse().ok()?, to.trim().parse().ok()?)));
+        match parsed {
+            Some((from, to)) if from < to => gaps.push((from, to)),
+            _ => {
+                bail!("{GAPS_HEADER} holds {pair:?}, not a `from-to` pair with from < to: {text:?}")
+            }
+        }
+    }
+    Ok(gaps)
 }

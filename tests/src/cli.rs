@@ -80,6 +80,17 @@ pub async fn paddock(url: &str, token: &str, args: &[&str]) -> Result<CliOutput>
     })
 }
 
+/// A `paddock ARGS…` command with `PADDOCK_URL` and `PADDOCK_TOKEN` set and
+/// no other inherited `PADDOCK_*` variable, for [`crate::Proc::spawn`].
+pub fn paddock_command(url: &str, token: &str, args: &[&str]) -> std::process::Command {
+    let mut cmd = crate::base_command(&bin_path("paddock"));
+    cmd.args(args)
+        .env("PADDOCK_URL", url)
+        .env("PADDOCK_TOKEN", token)
+        .env("NO_COLOR", "1");
+    cmd
+}
+
 /// Parses `paddock sandboxes --json`: a `SandboxList` object or a bare array.
 pub fn parse_sandboxes(json: &str) -> Result<Vec<SandboxInfo>> {
     if let Ok(list) = serde_json::from_str::<SandboxList>(json) {

@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
-use crate::agentd::{Agentd, Sandbox};
+use crate::agentd::{Agentd, AgentdOptions, Sandbox};
 use crate::api::Api;
-use crate::cli::{paddock, CliOutput};
+use crate::cli::{paddock, paddock_command, CliOutput};
 use crate::process::{base_command, Proc};
 use crate::{bin_path, random_token, tail};
 
@@ -28,28 +28,42 @@ pub struct ControlPlane {
     proc: Proc,
     url: String,
     token: String,
+    /// Extra environment of every start (and restart) of the server.
+    env: Vec<(String, String)>,
     data_dir: TempDir,
 }
 
 impl ControlPlane {
     /// Starts a server on `127.0.0.1:0` and waits for `PADDOCK_URL=`.
     pub async fn start() -> Result<ControlPlane> {
+        ControlPlane::start_with(&[]).await
+    }
+
+    /// Like [`ControlPlane::start`], with more environment variables (e.g.
+    /// `PADDOCK_SQLITE_SYNCHRONOUS`), set after the defaults so they win.
+    pub async fn start_with(env: &[(&str, &str)]) -> Result<ControlPlane> {
         let data_dir = tempfile::Builder::new()
             .prefix("paddock-cp-")
             .tempdir()
             .context("could not create a data dir")?;
         let token = random_token();
-        let (proc, url) = spawn_serve(data_dir.path(), &token, "127.0.0.1:0").await?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let (proc, url) = spawn_serve(data_dir.path(), &token, "127.0.0.1:0", &env).await?;
         Ok(ControlPlane {
             proc,
             url,
             token,
+            env,
             data_dir,
         })
     }
 
-    /// Kills the server and starts it again on the same address and data
-    /// directory, so agents reconnect to the same URL.
+    /// SIGKILLs the server (if it still runs) and starts it again on the
+    /// same address and data directory, so agents and CLIs reconnect to the
+    /// URL they know.
     pub async fn restart(&mut self) -> Result<()> {
         self.proc.kill();
         let listen = self
@@ -57,10 +71,21 @@ impl ControlPlane {
             .strip_prefix("http://")
             .context("the control plane's URL is http://")?
             .to_owned();
-        let (proc, url) = spawn_serve(self.data_dir.path(), &self.token, &listen).await?;
+        let (proc, url) = spawn_serve(self.data_dir.path(), &self.token, &listen, &self.env)
+            .await
+            .with_context(|| format!("could not restart the control plane on {listen}"))?;
+        ensure!(
+            url == self.url,
+            "the restarted control plane is at {url}, not at {}",
+            self.url
+        );
         self.proc = proc;
-        self.url = url;
         Ok(())
+    }
+
+    /// The server's process id (for `/proc/PID/status`).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
     }
 
     /// SIGKILLs the server.
@@ -91,12 +116,18 @@ impl ControlPlane {
     /// Registers a sandbox, starts an `agentd` for it and waits until the
     /// control plane reports it connected.
     pub async fn add_sandbox(&self, name: &str) -> Result<Sandbox> {
+        self.add_sandbox_with(name, AgentdOptions::default()).await
+    }
+
+    /// Like [`ControlPlane::add_sandbox`], with agentd started as `opts` say.
+    pub async fn add_sandbox_with(&self, name: &str, opts: AgentdOptions) -> Result<Sandbox> {
         let registered = self.api().register_sandbox(name).await?;
         let workdir = tempfile::Builder::new()
             .prefix("paddock-work-")
             .tempdir()
             .context("could not create a work dir")?;
-        let agentd = Agentd::start(&self.url, &registered.token, workdir.path())?;
+        let url = opts.url.as_deref().unwrap_or(&self.url);
+        let agentd = Agentd::start_with(url, &registered.token, workdir.path(), &opts.env)?;
         let sandbox = Sandbox {
             info: registered.sandbox,
             token: registered.token,
@@ -123,6 +154,13 @@ impl ControlPlane {
     pub async fn paddock(&self, args: &[&str]) -> Result<CliOutput> {
         paddock(&self.url, &self.token, args).await
     }
+
+    /// Starts the `paddock` CLI against this server without waiting for it,
+    /// its output captured as it comes (for long runs the test acts on
+    /// half-way, such as an `exec` across a restart).
+    pub fn paddock_proc(&self, args: &[&str]) -> Result<Proc> {
+        Proc::spawn("paddock", paddock_command(&self.url, &self.token, args))
+    }
 }
 
 async fn wait_status(api: &Api, sandbox: &str, connected: bool, limit: Duration) -> Result<()> {
@@ -143,7 +181,12 @@ async fn wait_status(api: &Api, sandbox: &str, connected: bool, limit: Duration)
     .await
 }
 
-async fn spawn_serve(data_dir: &Path, token: &str, listen: &str) -> Result<(Proc, String)> {
+async fn spawn_serve(
+    data_dir: &Path,
+    token: &str,
+    listen: &str,
+    env: &[(String, String)],
+) -> Result<(Proc, String)> {
     let mut cmd = base_command(&bin_path("control-plane"));
     cmd.arg("serve")
         .arg("--listen")
@@ -153,6 +196,9 @@ async fn spawn_serve(data_dir: &Path, token: &str, listen: &str) -> Result<(Proc
         .env("PADDOCK_BOOTSTRAP_TOKEN", token)
         .env("PADDOCK_HEARTBEAT_MS", HEARTBEAT_MS.to_string())
         .env("RUST_LOG", "info");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
     let mut proc = Proc::spawn("control-plane", cmd)?;
     let url = wait_ready(&mut proc, "PADDOCK_URL", false).await?;
     Ok((proc, url))

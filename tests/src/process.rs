@@ -53,6 +53,36 @@ impl Capture {
         self.closed.load(Ordering::SeqCst)
     }
 
+    /// How many bytes arrived so far.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until at least `min` bytes arrived; returns how many did.
+    /// Cheap on large streams: it never copies the bytes.
+    pub async fn wait_len(&self, min: usize, limit: Duration) -> Result<usize> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let len = self.len();
+            if len >= min {
+                return Ok(len);
+            }
+            if self.is_closed() {
+                bail!("stream ended after {len} bytes, before {min}");
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                bail!("timed out after {limit:?} waiting for {min} bytes; {len} arrived");
+            }
+        }
+    }
+
     pub fn bytes(&self) -> Vec<u8> {
         self.lock().clone()
     }
@@ -277,10 +307,21 @@ impl Proc {
     }
 }
 
+/// When set, dropped processes no longer print their logs (the benchmark
+/// harness sets it; tests keep the logs, shown only when they fail).
+static QUIET_TEARDOWN: AtomicBool = AtomicBool::new(false);
+
+/// Stops [`Proc`] from printing its logs on `Drop`, for the whole process.
+pub fn quiet_teardown() {
+    QUIET_TEARDOWN.store(true, Ordering::SeqCst);
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
         // Shown by the test runner only when the test fails.
-        eprintln!("{}", self.logs());
+        if !QUIET_TEARDOWN.load(Ordering::SeqCst) {
+            eprintln!("{}", self.logs());
+        }
     }
 }

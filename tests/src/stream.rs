@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -18,8 +19,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-use crate::tail;
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -44,7 +43,8 @@ pub async fn ws_connect(url: &str, token: &str) -> Result<Ws, WsError> {
     let value = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|e| WsError::HttpFormat(e.into()))?;
     req.headers_mut().insert("authorization", value);
-    let (ws, _resp) = tokio_tungstenite::connect_async(req).await?;
+    // Without Nagle, as agentd dials: one keystroke is one small frame.
+    let (ws, _resp) = tokio_tungstenite::connect_async_with_config(req, None, true).await?;
     Ok(ws)
 }
 
@@ -273,13 +273,42 @@ pub struct Welcome {
     pub from: u64,
 }
 
-/// A client of one session stream. It keeps every output byte it received,
-/// checks that frames arrive at contiguous offsets, and queues text events.
+/// What a [`StreamClient`] does with the output bytes it receives.
+#[derive(Debug, Clone)]
+pub enum OutputSink {
+    /// Keeps them all (the default).
+    Keep,
+    /// Counts them only (for streams of hundreds of MiB).
+    Discard,
+    /// Compares each byte with the byte at the same stream offset of the
+    /// expected stream, failing at the first difference; keeps none.
+    Verify(Arc<Vec<u8>>),
+}
+
+/// A `snapshot` event as a client received it.
+#[derive(Debug, Clone)]
+pub struct SnapshotEvent {
+    pub offset: u64,
+    pub size: TermSize,
+    pub screen: String,
+}
+
+/// A client of one session stream. It keeps every output byte it received
+/// (or counts or verifies them, see [`OutputSink`]), checks that frames
+/// arrive at contiguous offsets (a `gap` or `snapshot` moves the cursor
+/// ahead, never back), and queues text events.
 #[derive(Debug)]
 pub struct StreamClient {
     ws: Ws,
     welcome: Welcome,
     output: Vec<u8>,
+    sink: OutputSink,
+    /// The stream offset of the next byte this client expects.
+    next_offset: u64,
+    /// Output bytes received, whatever the sink did with them.
+    received: u64,
+    gaps: Vec<(u64, u64, String)>,
+    snapshots: Vec<SnapshotEvent>,
     events: VecDeque<ControlToClient>,
     exited: Option<(ExitStatus, u64)>,
     closed: Option<Option<(u16, String)>>,
@@ -353,6 +382,11 @@ impl StreamClient {
                                     from,
                                 },
                                 output: Vec::new(),
+                                sink: OutputSink::Keep,
+                                next_offset: from,
+                                received: 0,
+                                gaps: Vec::new(),
+                                snapshots: Vec::new(),
                                 events: VecDeque::new(),
                                 exited: None,
                                 closed: None,
@@ -392,7 +426,8 @@ impl StreamClient {
         self.welcome.session.id
     }
 
-    /// Every output byte received so far, starting at the welcome's `from`.
+    /// Every output byte received so far, starting at the welcome's `from`
+    /// (without the holes of gaps and skips); empty unless the sink keeps.
     pub fn output(&self) -> &[u8] {
         &self.output
     }
@@ -403,7 +438,73 @@ impl StreamClient {
 
     /// The stream offset of the next byte this client expects.
     pub fn end_offset(&self) -> u64 {
-        self.welcome.from + self.output.len() as u64
+        self.next_offset
+    }
+
+    /// How many output bytes arrived, whatever the sink did with them.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Sets what happens to output from now on; call it before receiving.
+    pub fn set_sink(&mut self, sink: OutputSink) {
+        self.sink = sink;
+    }
+
+    /// The `gap` events received so far, as `(from, to, reason)`.
+    pub fn gaps(&self) -> &[(u64, u64, String)] {
+        &self.gaps
+    }
+
+    /// The `snapshot` events received so far.
+    pub fn snapshots(&self) -> &[SnapshotEvent] {
+        &self.snapshots
+    }
+
+    /// The last `max` bytes of the kept output, as text, for error messages.
+    fn output_tail(&self, max: usize) -> String {
+        let start = self.output.len().saturating_sub(max);
+        String::from_utf8_lossy(&self.output[start..]).into_owned()
+    }
+
+    fn accept_output(&mut self, offset: u64, payload: &[u8]) -> Result<()> {
+        match &self.sink {
+            OutputSink::Keep => self.output.extend_from_slice(payload),
+            OutputSink::Discard => {}
+            OutputSink::Verify(expected) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                let end = start.saturating_add(payload.len());
+                if end > expected.len() {
+                    bail!(
+                        "output runs past the expected stream's end ({} bytes): a frame of {} bytes at offset {offset}: {:?}",
+                        expected.len(),
+                        payload.len(),
+                        String::from_utf8_lossy(&payload[..payload.len().min(200)])
+                    );
+                }
+                let want = &expected[start..end];
+                // The slice comparison is a memcmp even in debug builds;
+                // the position is looked for only once they differ.
+                if want != payload {
+                    let i = want
+                        .iter()
+                        .zip(payload)
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(0);
+                    let from = i.saturating_sub(40);
+                    let to = (i + 40).min(payload.len());
+                    bail!(
+                        "output differs from the expected stream at offset {}: got {:?}, expected {:?}",
+                        offset + i as u64,
+                        String::from_utf8_lossy(&payload[from..to]),
+                        String::from_utf8_lossy(&want[from..to])
+                    );
+                }
+            }
+        }
+        self.received += payload.len() as u64;
+        self.next_offset = offset + payload.len() as u64;
+        Ok(())
     }
 
     /// Reads and handles one message.
@@ -411,13 +512,13 @@ impl StreamClient {
         if let Some(close) = &self.closed {
             bail!(
                 "the stream is closed ({close:?}); output so far:\n{}",
-                tail(&self.output_text(), 2000)
+                self.output_tail(2000)
             );
         }
         let msg = match tokio::time::timeout_at(deadline, self.ws.next()).await {
             Err(_) => bail!(
                 "timed out on the stream; output so far:\n{}",
-                tail(&self.output_text(), 2000)
+                self.output_tail(2000)
             ),
             Ok(None) => {
                 self.closed = Some(None);
@@ -450,13 +551,50 @@ impl StreamClient {
                         frame.payload.len()
                     );
                 }
-                self.output.extend_from_slice(frame.payload);
+                self.accept_output(frame.offset, frame.payload)?;
             }
             Message::Text(text) => {
                 let event = ControlToClient::decode(text.as_str())
                     .with_context(|| format!("undecodable event: {text}"))?;
-                if let ControlToClient::Exited { status, end_offset } = &event {
-                    self.exited = Some((*status, *end_offset));
+                match &event {
+                    ControlToClient::Exited { status, end_offset } => {
+                        self.exited = Some((*status, *end_offset));
+                    }
+                    ControlToClient::Gap { from, to, reason } => {
+                        if *from > self.next_offset {
+                            bail!(
+                                "a gap {from}..{to} ({reason}) starts beyond this client's cursor {}: bytes {}..{from} were neither sent nor reported lost",
+                                self.next_offset,
+                                self.next_offset
+                            );
+                        }
+                        self.next_offset = self.next_offset.max(*to);
+                        self.gaps.push((*from, *to, reason.clone()));
+                    }
+                    ControlToClient::Snapshot {
+                        offset,
+                        size,
+                        screen,
+                    } => {
+                        if *offset < self.next_offset {
+                            bail!(
+                                "a snapshot at offset {offset} goes back behind this client's cursor {}",
+                                self.next_offset
+                            );
+                        }
+                        if *offset > self.next_offset {
+                            bail!(
+                                "a snapshot at offset {offset} skips {}..{offset} without a gap event",
+                                self.next_offset
+                            );
+                        }
+                        self.snapshots.push(SnapshotEvent {
+                            offset: *offset,
+                            size: *size,
+                            screen: screen.clone(),
+                        });
+                    }
+                    _ => {}
                 }
                 self.events.push_back(event);
             }
@@ -480,6 +618,17 @@ impl StreamClient {
             .any(|w| w == needle);
         self.searched = self.output.len();
         found
+    }
+
+    /// Receives until the stream cursor reaches `offset`.
+    pub async fn recv_until_offset(&mut self, offset: u64, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        while self.next_offset < offset {
+            self.pump(deadline)
+                .await
+                .with_context(|| format!("waiting for output up to offset {offset}"))?;
+        }
+        Ok(())
     }
 
     /// Receives until the output holds `needle`.
