@@ -29,6 +29,8 @@ use crate::{clock, AppState};
 
 /// How long a fresh connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read from an agent's socket at once.
+const AGENT_READ_BUFFER: usize = 16 * 1024;
 /// Outgoing messages queued for one agent; senders wait when it is full.
 const OUTGOING_QUEUE: usize = 256;
 
@@ -57,6 +59,10 @@ pub async fn connect(
     let span = tracing::info_span!("agent", sandbox.id = %sandbox.id, sandbox.name = %sandbox.name);
     ws.max_message_size(MAX_CONTROL_FRAME + FRAME_HEADER_LEN + MAX_DATA_PAYLOAD)
         .max_frame_size(MAX_CONTROL_FRAME + FRAME_HEADER_LEN + MAX_DATA_PAYLOAD)
+        // Thousands of mostly idle agents: small buffers, grown by the
+        // library only while a large frame is in flight.
+        .read_buffer_size(AGENT_READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| run(state, sandbox, socket).instrument(span))
 }
 
@@ -366,6 +372,7 @@ async fn read_loop(
                         log,
                         offset: appended.offset,
                         data: appended.data,
+                        at_ms: crate::clock::now_ms(),
                     };
                     persist(state, msg).await?;
                 }

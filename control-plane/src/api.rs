@@ -11,18 +11,20 @@ use axum::response::Response;
 use axum::Json;
 use bytes::Bytes;
 use paddock_protocol::api::{
-    Health, OpenSessionRequest, OutputQuery, RegisterSandbox, ResizeRequest, SandboxInfo,
-    SandboxList, SandboxRegistered, SessionInfo, SessionList, SessionState, SignalRequest,
-    GAPS_HEADER,
+    Health, OpenSessionRequest, OutputFormat, OutputQuery, RegisterSandbox, ResizeRequest,
+    SandboxInfo, SandboxList, SandboxRegistered, SessionInfo, SessionList, SessionState,
+    SignalRequest, GAPS_HEADER,
 };
 use paddock_protocol::{ControlToAgent, ErrorCode, SessionId, TermSize, MAX_NAME_LEN};
 use tracing::info;
 
+use crate::asciicast::Encoder;
 use crate::error::ApiError;
 use crate::fanout::{info_from_row, Ending, SessionLog};
 use crate::hub::{AgentReply, HubError};
 use crate::store::{Piece, Principal, SandboxRow, SessionRow};
 use crate::{clock, AppState};
+use futures_util::StreamExt;
 
 /// How long agentd may take to start a process or answer a request.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -230,6 +232,19 @@ pub async fn open_session(
         .await;
     match reply {
         Ok(AgentReply::Opened { pid }) => {
+            let initial = crate::store::SessionEvent {
+                offset: 0,
+                at_ms: clock::now_ms(),
+                kind: "r".into(),
+                data: format!("{}x{}", size.cols, size.rows),
+            };
+            if let Err(err) = state
+                .store
+                .record_event(&sandbox.tenant_id, id, &initial)
+                .await
+            {
+                tracing::warn!(session.id = %id, error = %err, "could not record the initial size");
+            }
             state
                 .store
                 .set_session_state(&sandbox.tenant_id, id, SessionState::Running)
@@ -349,6 +364,9 @@ pub async fn session_output(
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (_, row) = resolve_session(&state, &principal, &sandbox, SessionId(session)).await?;
+    if query.format == Some(OutputFormat::Asciicast) {
+        return asciicast_export(state, row).await;
+    }
     let log = load_log(&state, &row);
     let end = log.end();
     let to = query.to.unwrap_or(end).min(end);
@@ -411,6 +429,116 @@ pub async fn session_output(
         headers.insert(GAPS_HEADER, value);
     }
     Ok(response)
+}
+
+/// The whole stored session as asciicast v2, streamed page by page.
+async fn asciicast_export(state: AppState, row: SessionRow) -> ApiResult<Response> {
+    let events = state.store.session_events(&row.tenant_id, row.id).await?;
+    let start_ms = clock::parse_ms(&row.created_at).unwrap_or(0);
+    let (cols, rows) = match events.first() {
+        Some(first) if first.offset == 0 && first.kind == "r" => {
+            parse_size(&first.data).unwrap_or((row.size.cols, row.size.rows))
+        }
+        _ => (row.size.cols, row.size.rows),
+    };
+    let command = row.command.as_ref().map(|c| {
+        std::iter::once(c.as_str())
+            .chain(row.args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let header = Encoder::header(
+        cols,
+        rows,
+        start_ms,
+        command.as_deref(),
+        &format!("paddock session {}", row.id),
+    );
+    // Resizes after the initial size, in stream order.
+    let resizes: std::collections::VecDeque<_> = events
+        .into_iter()
+        .filter(|e| e.kind == "r")
+        .skip_while(|e| e.offset == 0)
+        .collect();
+    struct Cursor {
+        next: u64,
+        done: bool,
+        encoder: Encoder,
+        resizes: std::collections::VecDeque<crate::store::SessionEvent>,
+    }
+    let cursor = Cursor {
+        next: 0,
+        done: false,
+        encoder: Encoder::new(start_ms),
+        resizes,
+    };
+    let body = futures_util::stream::unfold(cursor, move |mut cursor| {
+        let state = state.clone();
+        let row = row.clone();
+        async move {
+            if cursor.done {
+                return None;
+            }
+            let chunks = match state
+                .store
+                .timed_chunks(&row.tenant_id, row.id, cursor.next, 64)
+                .await
+            {
+                Ok(chunks) => chunks,
+                Err(err) => {
+                    tracing::error!(error = %err, "could not read stored output");
+                    return Some((
+                        Err(std::io::Error::other("could not read stored output")),
+                        cursor,
+                    ));
+                }
+            };
+            let mut out = String::new();
+            for chunk in &chunks {
+                while cursor
+                    .resizes
+                    .front()
+                    .is_some_and(|r| r.offset <= chunk.start)
+                {
+                    if let Some(r) = cursor.resizes.pop_front() {
+                        if let Some((c, h)) = parse_size(&r.data) {
+                            out.push_str(&cursor.encoder.resize(Some(r.at_ms), c, h));
+                        }
+                    }
+                }
+                if let Some(line) = cursor.encoder.output(chunk.at_ms, &chunk.data) {
+                    out.push_str(&line);
+                }
+                cursor.next = chunk.start + 1;
+            }
+            if chunks.len() < 64 {
+                while let Some(r) = cursor.resizes.pop_front() {
+                    if let Some((c, h)) = parse_size(&r.data) {
+                        out.push_str(&cursor.encoder.resize(Some(r.at_ms), c, h));
+                    }
+                }
+                if let Some(line) = cursor.encoder.finish() {
+                    out.push_str(&line);
+                }
+                cursor.done = true;
+            }
+            Some((Ok::<_, std::io::Error>(Bytes::from(out)), cursor))
+        }
+    });
+    let stream =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(header)) })
+            .chain(body);
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-asciicast"),
+    );
+    Ok(response)
+}
+
+fn parse_size(s: &str) -> Option<(u16, u16)> {
+    let (cols, rows) = s.split_once('x')?;
+    Some((cols.parse().ok()?, rows.parse().ok()?))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 mod admin;
 mod agent_conn;
 mod api;
+mod asciicast;
 mod auth;
 mod clock;
 pub mod config;
@@ -120,6 +121,10 @@ impl App {
     pub async fn serve(self, listener: TcpListener) -> anyhow::Result<()> {
         let router = routes::router(self.state.clone());
         let shutdown = self.state.shutdown.clone();
+        // Keystrokes and echoes are tiny writes: Nagle would hold them for an ACK.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await

@@ -29,6 +29,8 @@ pub enum PersistMsg {
         log: Arc<SessionLog>,
         offset: u64,
         data: Bytes,
+        /// When the control plane received it, ms since the epoch.
+        at_ms: i64,
     },
     Gap {
         log: Arc<SessionLog>,
@@ -101,9 +103,14 @@ impl Batch {
 
     fn add(&mut self, msg: PersistMsg) {
         match msg {
-            PersistMsg::Output { log, offset, data } => {
+            PersistMsg::Output {
+                log,
+                offset,
+                data,
+                at_ms,
+            } => {
                 self.bytes += data.len();
-                self.entry(&log).push_data(offset, &data);
+                self.entry(&log).push_data_at(offset, &data, Some(at_ms));
             }
             PersistMsg::Gap {
                 log,

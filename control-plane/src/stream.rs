@@ -526,5 +526,14 @@ pub async fn resize(
     if let Err(err) = state.store.set_session_size(&log.tenant_id, id, size).await {
         tracing::warn!(session.id = %id, error = %err, "could not record a resize");
     }
+    let event = crate::store::SessionEvent {
+        offset: log.end(),
+        at_ms: crate::clock::now_ms(),
+        kind: "r".into(),
+        data: format!("{}x{}", size.cols, size.rows),
+    };
+    if let Err(err) = state.store.record_event(&log.tenant_id, id, &event).await {
+        tracing::warn!(session.id = %id, error = %err, "could not record a resize event");
+    }
     Ok(())
 }

@@ -163,6 +163,17 @@ pub struct OutputQuery {
     pub from: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<u64>,
+    /// `raw` (the default) or `asciicast` (v2, the whole session; `from`
+    /// and `to` do not apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<OutputFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    Raw,
+    Asciicast,
 }
 
 /// Response header of the output endpoint listing holes in the range.

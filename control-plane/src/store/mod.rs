@@ -25,7 +25,7 @@ use crate::clock::now_rfc3339;
 mod identity;
 mod output;
 mod system;
-pub use output::{GapRow, Piece, SessionWrite};
+pub use output::{GapRow, Piece, SessionEvent, SessionWrite, TimedChunk};
 pub use system::SystemStore;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -815,7 +815,7 @@ mod tests {
         };
         small.stored_offset = 21;
         for i in 0..100u64 {
-            small.chunks.push((21 + i, vec![b'x']));
+            small.chunks.push((21 + i, vec![b'x'], None));
         }
         store.write_output(&[small]).await.unwrap();
         let pieces = store

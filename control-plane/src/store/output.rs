@@ -14,6 +14,9 @@ use super::{now_rfc3339, Result, Store};
 /// batch is coalesced up to this size.
 pub const MAX_CHUNK: usize = 256 * 1024;
 
+/// Output that arrived within this many milliseconds may share a chunk.
+pub const TIME_GRAIN_MS: i64 = 10;
+
 /// A stretch of stored output, or a hole in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Piece {
@@ -43,7 +46,8 @@ pub struct GapRow {
 pub struct SessionWrite {
     pub tenant_id: String,
     pub session_id: Option<SessionId>,
-    pub chunks: Vec<(u64, Vec<u8>)>,
+    /// `(start, bytes, received at ms since the epoch)`.
+    pub chunks: Vec<(u64, Vec<u8>, Option<i64>)>,
     pub gaps: Vec<GapRow>,
     /// The durable end of the stream once this write commits.
     pub stored_offset: u64,
@@ -53,14 +57,25 @@ pub struct SessionWrite {
 
 impl SessionWrite {
     pub fn push_data(&mut self, offset: u64, data: &[u8]) {
+        self.push_data_at(offset, data, None)
+    }
+
+    /// Like [`SessionWrite::push_data`], with the time the bytes arrived.
+    /// Bytes that arrived more than [`TIME_GRAIN_MS`] apart stay in separate
+    /// chunks, so replays (asciicast) keep their rhythm.
+    pub fn push_data_at(&mut self, offset: u64, data: &[u8], at_ms: Option<i64>) {
         match self.chunks.last_mut() {
-            Some((start, bytes))
+            Some((start, bytes, first_at))
                 if *start + bytes.len() as u64 == offset
-                    && bytes.len() + data.len() <= MAX_CHUNK =>
+                    && bytes.len() + data.len() <= MAX_CHUNK
+                    && match (*first_at, at_ms) {
+                        (Some(a), Some(b)) => b - a <= TIME_GRAIN_MS,
+                        _ => true,
+                    } =>
             {
                 bytes.extend_from_slice(data)
             }
-            _ => self.chunks.push((offset, data.to_vec())),
+            _ => self.chunks.push((offset, data.to_vec(), at_ms)),
         }
         self.stored_offset = self.stored_offset.max(offset + data.len() as u64);
     }
@@ -87,15 +102,16 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            for (start, data) in &write.chunks {
+            for (start, data, at_ms) in &write.chunks {
                 sqlx::query(
-                    "INSERT INTO output_chunks (tenant_id, session_id, start, data)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    "INSERT INTO output_chunks (tenant_id, session_id, start, data, at_ms)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                 )
                 .bind(&write.tenant_id)
                 .bind(id)
                 .bind(*start as i64)
                 .bind(data.as_slice())
+                .bind(*at_ms)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -264,6 +280,106 @@ async fn gaps_in(
             })
         })
         .collect()
+}
+
+/// A stored chunk with the time it arrived, for replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedChunk {
+    pub start: u64,
+    pub data: Vec<u8>,
+    pub at_ms: Option<i64>,
+}
+
+/// A recorded session event (a resize) at a stream offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEvent {
+    pub offset: u64,
+    pub at_ms: i64,
+    pub kind: String,
+    pub data: String,
+}
+
+impl Store {
+    /// Stored chunks with their times, from the one starting at or after `from`.
+    pub async fn timed_chunks(
+        &self,
+        tenant_id: &str,
+        session: SessionId,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<TimedChunk>> {
+        let mut tx = self.begin(tenant_id).await?;
+        let rows = sqlx::query(
+            "SELECT start, data, at_ms FROM output_chunks
+             WHERE tenant_id = $1 AND session_id = $2 AND start >= $3 ORDER BY start LIMIT $4",
+        )
+        .bind(tenant_id)
+        .bind(session.0 as i64)
+        .bind(from as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TimedChunk {
+                    start: row.try_get::<i64, _>("start")? as u64,
+                    data: row.try_get("data")?,
+                    at_ms: row.try_get("at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn record_event(
+        &self,
+        tenant_id: &str,
+        session: SessionId,
+        event: &SessionEvent,
+    ) -> Result<()> {
+        let mut tx = self.begin(tenant_id).await?;
+        sqlx::query(
+            "INSERT INTO session_events (tenant_id, session_id, at_ms, stream_offset, kind, data)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(tenant_id)
+        .bind(session.0 as i64)
+        .bind(event.at_ms)
+        .bind(event.offset as i64)
+        .bind(&event.kind)
+        .bind(&event.data)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn session_events(
+        &self,
+        tenant_id: &str,
+        session: SessionId,
+    ) -> Result<Vec<SessionEvent>> {
+        let mut tx = self.begin(tenant_id).await?;
+        let rows = sqlx::query(
+            "SELECT stream_offset, at_ms, kind, data FROM session_events
+             WHERE tenant_id = $1 AND session_id = $2 ORDER BY seq",
+        )
+        .bind(tenant_id)
+        .bind(session.0 as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SessionEvent {
+                    offset: row.try_get::<i64, _>("stream_offset")? as u64,
+                    at_ms: row.try_get("at_ms")?,
+                    kind: row.try_get("kind")?,
+                    data: row.try_get("data")?,
+                })
+            })
+            .collect()
+    }
 }
 
 /// Gap pieces covering `[from, to)`, with the recorded reasons where known.
