@@ -38,7 +38,7 @@ const OUTGOING_QUEUE: usize = 256;
 pub async fn connect(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -55,6 +55,17 @@ pub async fn connect(
             .into_response()
         }
         Err(err) => return ApiError::from(err).into_response(),
+    };
+    // The token is checked first: a caller without one learns nothing more.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return ApiError::bad_request(format!(
+                "{}: this endpoint takes a WebSocket upgrade",
+                rejection.body_text()
+            ))
+            .into_response()
+        }
     };
     let span = tracing::info_span!("agent", sandbox.id = %sandbox.id, sandbox.name = %sandbox.name);
     ws.max_message_size(MAX_CONTROL_FRAME + FRAME_HEADER_LEN + MAX_DATA_PAYLOAD)
