@@ -6,6 +6,7 @@
 //! - a missing or wrong token gets 401 on every route that needs one;
 //! - the role matrix: each role is refused (403) exactly where the table's
 //!   permission does not allow it.
+//!
 //! A route added to the table without a way to fill its path here fails
 //! these tests.
 
