@@ -24,6 +24,8 @@ pub struct Config {
     pub sqlite_synchronous: Durability,
     /// Bytes of recent output each live session keeps in memory for watchers.
     pub live_buffer_bytes: usize,
+    /// Seconds between passes of the retention job.
+    pub retention_interval_secs: u64,
     /// The owner's API token on a fresh database (`PADDOCK_BOOTSTRAP_TOKEN`).
     #[serde(skip)]
     pub bootstrap_token: Option<String>,
@@ -42,6 +44,7 @@ impl Default for Config {
             heartbeat_ms: 15_000,
             sqlite_synchronous: Durability::Full,
             live_buffer_bytes: 4 * 1024 * 1024,
+            retention_interval_secs: 3600,
             bootstrap_token: None,
             owner_token: None,
         }
@@ -57,6 +60,7 @@ impl fmt::Debug for Config {
             .field("heartbeat_ms", &self.heartbeat_ms)
             .field("sqlite_synchronous", &self.sqlite_synchronous)
             .field("live_buffer_bytes", &self.live_buffer_bytes)
+            .field("retention_interval_secs", &self.retention_interval_secs)
             .field(
                 "bootstrap_token",
                 &self.bootstrap_token.as_ref().map(|_| "<redacted>"),
@@ -128,6 +132,10 @@ impl Config {
                             message,
                         })?
                 }
+                "PADDOCK_RETENTION_INTERVAL_SECS" => {
+                    config.retention_interval_secs =
+                        parse("PADDOCK_RETENTION_INTERVAL_SECS", &value)?
+                }
                 "PADDOCK_LIVE_BUFFER_BYTES" => {
                     config.live_buffer_bytes = parse("PADDOCK_LIVE_BUFFER_BYTES", &value)?
                 }
@@ -155,6 +163,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "heartbeat_ms",
                 message: format!("{} is outside 50..=600000", self.heartbeat_ms),
+            });
+        }
+        if self.retention_interval_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "retention_interval_secs",
+                message: "must be at least 1".into(),
             });
         }
         if !(64 * 1024..=1024 * 1024 * 1024).contains(&self.live_buffer_bytes) {

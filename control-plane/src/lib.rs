@@ -17,6 +17,7 @@ mod error;
 mod fanout;
 mod hub;
 mod persist;
+mod retention;
 pub mod routes;
 pub mod store;
 mod stream;
@@ -99,6 +100,12 @@ impl App {
         let (tx_persist, rx_persist) = tokio::sync::mpsc::channel(persist::PERSIST_QUEUE);
         let persister =
             persist::spawn_persister(store.clone(), hub.clone(), rx_persist, shutdown.clone());
+        retention::spawn_retention(
+            system.clone(),
+            store.clone(),
+            Duration::from_secs(config.retention_interval_secs),
+            shutdown.clone(),
+        );
         let state = AppState {
             store,
             auth: Authenticator::new(system.clone()),

@@ -319,3 +319,115 @@ async fn postgres_row_level_security_hides_other_tenants_rows() {
         .unwrap();
     assert_eq!(n, 0);
 }
+
+/// Retention deletes exactly the output of sessions that ended before the
+/// tenant's limit, once, and leaves a gap that says why.
+async fn retention_deletes_exactly_what_it_should(b: Backend) {
+    with_tenants(&b).await;
+    b.system.set_retention(A, Some(1)).await.unwrap();
+    let (sa, _) = b
+        .store
+        .create_sandbox(A, "a", &BTreeMap::new(), None)
+        .await
+        .unwrap();
+    let (sb, _) = b
+        .store
+        .create_sandbox(B, "b", &BTreeMap::new(), None)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for (tenant, sandbox) in [(A, &sa), (A, &sa), (A, &sa), (B, &sb)] {
+        let s = b
+            .store
+            .create_session(sandbox, None, &[], TermSize::DEFAULT)
+            .await
+            .unwrap();
+        let mut write = SessionWrite {
+            tenant_id: tenant.into(),
+            session_id: Some(s.id),
+            ..SessionWrite::default()
+        };
+        write.push_data(0, b"0123456789");
+        b.store.write_output(&[write]).await.unwrap();
+        ids.push(s.id);
+    }
+    // A's first session ended three days ago, its second just now, its third
+    // still runs; B's ended three days ago but B keeps output forever.
+    b.store
+        .finish_session(A, ids[0], Some(ExitStatus::code(0)), 10)
+        .await
+        .unwrap();
+    b.store
+        .finish_session(A, ids[1], Some(ExitStatus::code(0)), 10)
+        .await
+        .unwrap();
+    b.store
+        .finish_session(B, ids[3], Some(ExitStatus::code(0)), 10)
+        .await
+        .unwrap();
+    let three_days_ago = control_plane_time(3);
+    for (tenant, id) in [(A, ids[0]), (B, ids[3])] {
+        let mut tx = b.store.begin(tenant).await.unwrap();
+        sqlx::query("UPDATE sessions SET ended_at = $1 WHERE id = $2")
+            .bind(&three_days_ago)
+            .bind(id.0 as i64)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    let purged = b
+        .system
+        .purge_expired(std::time::SystemTime::now())
+        .await
+        .unwrap();
+    let purged: Vec<_> = purged
+        .iter()
+        .map(|p| (p.tenant_id.as_str(), p.session_id, p.bytes))
+        .collect();
+    assert_eq!(purged, vec![(A, ids[0].0 as i64, 10)]);
+    // Once only.
+    assert!(b
+        .system
+        .purge_expired(std::time::SystemTime::now())
+        .await
+        .unwrap()
+        .is_empty());
+
+    let pieces = b
+        .store
+        .read_output(A, ids[0], 0, 10, 1 << 20)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&pieces[..], [Piece::Gap { from: 0, to: 10, reason }] if reason.contains("retention")),
+        "{pieces:?}"
+    );
+    for (tenant, id) in [(A, ids[1]), (A, ids[2]), (B, ids[3])] {
+        let pieces = b
+            .store
+            .read_output(tenant, id, 0, 10, 1 << 20)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&pieces[..], [Piece::Data { data, .. }] if &data[..] == b"0123456789"),
+            "session {id} lost output: {pieces:?}"
+        );
+    }
+}
+
+fn control_plane_time(days_ago: u64) -> String {
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs(days_ago * 86_400);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[tokio::test]
+async fn sqlite_retention_deletes_exactly_what_it_should() {
+    retention_deletes_exactly_what_it_should(sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_retention_deletes_exactly_what_it_should() {
+    retention_deletes_exactly_what_it_should(postgres().await).await;
+}

@@ -24,8 +24,10 @@ use crate::clock::now_rfc3339;
 
 mod identity;
 mod output;
+mod retention;
 mod system;
 pub use output::{GapRow, Piece, SessionEvent, SessionWrite, TimedChunk};
+pub use retention::Purged;
 pub use system::SystemStore;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

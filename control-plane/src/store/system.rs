@@ -25,7 +25,7 @@ impl SystemStore {
         SystemStore { pool, backend }
     }
 
-    pub(super) fn pool(&self) -> &AnyPool {
+    pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
