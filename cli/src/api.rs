@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use paddock_protocol::admin::TENANT_HEADER;
 use paddock_protocol::api::{
-    ErrorBody, OpenSessionRequest, OutputQuery, RegisterSandbox, SandboxList, SandboxRegistered,
-    SessionInfo, SessionList, SignalRequest,
+    ErrorBody, OpenSessionRequest, OutputFormat, OutputQuery, RegisterSandbox, SandboxList,
+    SandboxRegistered, SessionInfo, SessionList, SignalRequest,
 };
 use paddock_protocol::{ErrorCode, SessionId, Signal};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
@@ -26,7 +27,19 @@ const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 pub enum Target {
     ControlPlane,
     Sandbox(String),
-    Session { sandbox: String, session: SessionId },
+    Session {
+        sandbox: String,
+        session: SessionId,
+    },
+    /// A tool call in a sandbox.
+    Tool {
+        sandbox: String,
+        tool: String,
+    },
+    /// A tenant named in the path.
+    Tenant(String),
+    /// An API token named in the path.
+    Token(String),
 }
 
 /// Parses `--url`: an `http://` or `https://` base URL; a bare `HOST:PORT` means `http://`.
@@ -94,10 +107,16 @@ pub fn describe_failure(status: StatusCode, body: &[u8], target: &Target) -> Str
     };
     match code {
         ErrorCode::Unauthorized => {
-            "the control plane refused the API token: check PADDOCK_TOKEN or --token".to_owned()
+            "the control plane refused the API token (invalid, expired or revoked): check PADDOCK_TOKEN or --token, or run `paddock login`".to_owned()
         }
-        ErrorCode::Forbidden => {
-            format!("the API token may not do this ({said}): use a token with more rights")
+        ErrorCode::Forbidden => format!(
+            "the API token may not do this ({said}): use a token with more rights; `paddock whoami` shows its role"
+        ),
+        // An owner's `--tenant` naming no tenant fails every request this way.
+        ErrorCode::NotFound
+            if server.starts_with("no tenant") && !matches!(target, Target::Tenant(_)) =>
+        {
+            format!("{server}: check --tenant or PADDOCK_TENANT; `paddock tenants list` lists them (owners only)")
         }
         ErrorCode::NotFound => match target {
             Target::Session { sandbox, session } if !mentions_sandbox_only(&server) => hinted(
@@ -106,11 +125,29 @@ pub fn describe_failure(status: StatusCode, body: &[u8], target: &Target) -> Str
                 &format!("run `paddock sessions {sandbox}` to list them"),
                 "paddock sessions",
             ),
-            Target::Sandbox(sandbox) | Target::Session { sandbox, .. } => hinted(
+            // A tool's own "not found" (a file, a repository) is not the sandbox's.
+            Target::Tool { sandbox, tool } if !server.starts_with("no sandbox") => format!(
+                "the tool {tool} could not find what it was asked for ({said}): check the paths in the arguments; `paddock tool {sandbox} file_list --json '{{\"path\":\".\"}}'` lists the workspace"
+            ),
+            Target::Sandbox(sandbox)
+            | Target::Session { sandbox, .. }
+            | Target::Tool { sandbox, .. } => hinted(
                 format!("no sandbox `{sandbox}`"),
                 &said,
                 "run `paddock sandboxes` to list them",
                 "paddock sandboxes",
+            ),
+            Target::Tenant(tenant) => hinted(
+                format!("no tenant `{tenant}`"),
+                &said,
+                "run `paddock tenants list` to list them (owners only; an admin can change only its own tenant)",
+                "paddock tenants list",
+            ),
+            Target::Token(token) => hinted(
+                format!("no token `{token}`"),
+                &said,
+                "run `paddock tokens list` to list them",
+                "paddock tokens list",
             ),
             Target::ControlPlane => format!(
                 "the control plane does not know this request ({said}): are paddock and the control plane the same version?"
@@ -129,15 +166,20 @@ pub fn describe_failure(status: StatusCode, body: &[u8], target: &Target) -> Str
             "the sandbox could not start the command ({said}): check the command, its arguments and --cwd"
         ),
         ErrorCode::AuthFailed => format!(
-            "the sandbox's tool was refused by a remote ({said}): check the credentials passed with the call"
+            "the sandbox's tool was refused by a remote ({said}): pass credentials in the call's arguments, e.g. \"credentials\": {{\"token\": \"…\"}}, and check that they are valid"
         ),
         ErrorCode::PathEscape => format!(
-            "the path leaves the sandbox workspace ({said}): use a path inside the workspace"
+            "the path leaves the sandbox workspace ({said}): use a path relative to the workspace, or an absolute one inside it"
         ),
         ErrorCode::NonFastForward => format!(
-            "the push was refused as not fast-forward ({said}): fetch and rebase first, or push with force"
+            "the push was refused as not fast-forward ({said}): fetch (git_fetch) and integrate the remote's commits first, or push with \"force\": true"
         ),
-        ErrorCode::ToolFailed => format!("the tool failed in the sandbox ({said})"),
+        ErrorCode::ToolFailed => match target {
+            Target::Tool { sandbox, tool } => format!(
+                "the tool {tool} failed in {sandbox} ({said}): check its arguments and the state of the workspace (e.g. `paddock tool {sandbox} git_status --json '{{\"repo\":\".\"}}'`)"
+            ),
+            _ => format!("the tool failed in the sandbox ({said}): check its arguments"),
+        },
         ErrorCode::Cancelled => format!("the call was cancelled ({said}): run it again if still needed"),
         ErrorCode::SessionEnded => match target {
             Target::Session { sandbox, session } => hinted(
@@ -151,6 +193,9 @@ pub fn describe_failure(status: StatusCode, body: &[u8], target: &Target) -> Str
         ErrorCode::DriverExists => {
             format!("another client drives the session ({said}): use --take to take over")
         }
+        ErrorCode::Timeout if matches!(target, Target::Tool { .. }) => format!(
+            "the tool did not finish in time ({said}): give it longer with --timeout (e.g. --timeout 5m), or check that the sandbox is healthy"
+        ),
         ErrorCode::Timeout => {
             let sandbox = target_sandbox(target).unwrap_or("the sandbox");
             format!(
@@ -160,10 +205,15 @@ pub fn describe_failure(status: StatusCode, body: &[u8], target: &Target) -> Str
         ErrorCode::UnsupportedVersion => format!(
             "the control plane does not speak this paddock's protocol ({said}): use paddock and control-plane of the same version"
         ),
-        ErrorCode::BadRequest => {
-            format!("the control plane refused the request ({said}): check the arguments (`paddock help`)")
-        }
-        ErrorCode::Conflict => format!("the request conflicts with the current state ({said})"),
+        ErrorCode::BadRequest => match target {
+            Target::Tool { tool, .. } => format!(
+                "the control plane refused the call ({said}): check the tool name and its arguments for {tool} (a JSON object of its fields; `paddock tool --help`)"
+            ),
+            _ => format!("the control plane refused the request ({said}): check the arguments (`paddock help`)"),
+        },
+        ErrorCode::Conflict => format!(
+            "the request conflicts with the current state ({said}): check what exists (the matching `paddock … list`) and try again"
+        ),
         ErrorCode::Internal | ErrorCode::Unknown => format!(
             "the control plane failed with HTTP {status} ({said}): its log says more; try again"
         ),
@@ -188,17 +238,31 @@ fn mentions_sandbox_only(server: &str) -> bool {
 
 fn target_sandbox(target: &Target) -> Option<&str> {
     match target {
-        Target::Sandbox(sandbox) | Target::Session { sandbox, .. } => Some(sandbox),
-        Target::ControlPlane => None,
+        Target::Sandbox(sandbox)
+        | Target::Session { sandbox, .. }
+        | Target::Tool { sandbox, .. } => Some(sandbox),
+        Target::ControlPlane | Target::Tenant(_) | Target::Token(_) => None,
     }
 }
 
 /// An authenticated client of one control plane.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: Url,
     token: String,
+    /// The tenant an owner acts on, sent as [`TENANT_HEADER`].
+    tenant: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .field("token", &"<redacted>")
+            .field("tenant", &self.tenant)
+            .finish()
+    }
 }
 
 impl Client {
@@ -209,7 +273,22 @@ impl Client {
             .user_agent(concat!("paddock/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("could not set up the HTTP client")?;
-        Ok(Client { http, base, token })
+        Ok(Client {
+            http,
+            base,
+            token,
+            tenant: None,
+        })
+    }
+
+    /// The same client acting on `tenant` (owners only), if given.
+    pub fn with_tenant(mut self, tenant: Option<String>) -> Self {
+        self.tenant = tenant;
+        self
+    }
+
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
     }
 
     pub fn base(&self) -> &Url {
@@ -284,11 +363,7 @@ impl Client {
         query: &OutputQuery,
     ) -> Result<reqwest::Response> {
         let url = output_url(&self.base, sandbox, session, query)?;
-        let req = self
-            .http
-            .get(url)
-            .bearer_auth(&self.token)
-            .timeout(DOWNLOAD_TIMEOUT);
+        let req = self.authorize(self.http.get(url)).timeout(DOWNLOAD_TIMEOUT);
         let response = match tokio::time::timeout(REQUEST_TIMEOUT, req.send()).await {
             Ok(sent) => sent.map_err(|err| self.transport_error(err))?,
             Err(_) => bail!(
@@ -309,12 +384,21 @@ impl Client {
         Ok(response)
     }
 
-    fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder> {
+    /// A request to the API path `segments`, with the token and tenant.
+    pub(crate) fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder> {
         let url = api_url(&self.base, segments)?;
-        Ok(self.http.request(method, url).bearer_auth(&self.token))
+        Ok(self.authorize(self.http.request(method, url)))
     }
 
-    async fn send_json<T: DeserializeOwned>(
+    fn authorize(&self, req: RequestBuilder) -> RequestBuilder {
+        let req = req.bearer_auth(&self.token);
+        match &self.tenant {
+            Some(tenant) => req.header(TENANT_HEADER, tenant),
+            None => req,
+        }
+    }
+
+    pub(crate) async fn send_json<T: DeserializeOwned>(
         &self,
         req: RequestBuilder,
         target: &Target,
@@ -328,7 +412,7 @@ impl Client {
     }
 
     /// Sends `req` and returns the body of a successful answer.
-    async fn send(&self, req: RequestBuilder, target: &Target) -> Result<Vec<u8>> {
+    pub(crate) async fn send(&self, req: RequestBuilder, target: &Target) -> Result<Vec<u8>> {
         let response = req.send().await.map_err(|err| self.transport_error(err))?;
         let status = response.status();
         let body = response
@@ -377,6 +461,10 @@ pub fn output_url(
     }
     if let Some(to) = query.to {
         pairs.push(format!("to={to}"));
+    }
+    // Raw is the default; leaving it out keeps older control planes working.
+    if query.format == Some(OutputFormat::Asciicast) {
+        pairs.push("format=asciicast".to_owned());
     }
     if !pairs.is_empty() {
         url.set_query(Some(&pairs.join("&")));
@@ -437,9 +525,18 @@ mod tests {
     fn output_urls_carry_only_the_bounds_given() {
         let base = parse_base_url("http://127.0.0.1:7700").unwrap();
         let url = |from, to| {
-            output_url(&base, "local-1", SessionId(4), &OutputQuery { from, to })
-                .unwrap()
-                .to_string()
+            output_url(
+                &base,
+                "local-1",
+                SessionId(4),
+                &OutputQuery {
+                    from,
+                    to,
+                    format: Some(OutputFormat::Raw),
+                },
+            )
+            .unwrap()
+            .to_string()
         };
         assert_eq!(
             url(None, None),
@@ -457,6 +554,21 @@ mod tests {
             url(Some(0), Some(20)),
             "http://127.0.0.1:7700/v1/sandboxes/local-1/sessions/4/output?from=0&to=20"
         );
+        let cast = output_url(
+            &base,
+            "local-1",
+            SessionId(4),
+            &OutputQuery {
+                from: None,
+                to: None,
+                format: Some(OutputFormat::Asciicast),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            cast.as_str(),
+            "http://127.0.0.1:7700/v1/sandboxes/local-1/sessions/4/output?format=asciicast"
+        );
     }
 
     #[test]
@@ -468,7 +580,7 @@ mod tests {
         );
         assert_eq!(
             msg,
-            "the control plane refused the API token: check PADDOCK_TOKEN or --token"
+            "the control plane refused the API token (invalid, expired or revoked): check PADDOCK_TOKEN or --token, or run `paddock login`"
         );
         // Even without a JSON body.
         let msg = describe_failure(StatusCode::UNAUTHORIZED, b"", &Target::ControlPlane);
@@ -573,6 +685,80 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("check the command"), "{msg}");
+    }
+
+    #[test]
+    fn tenants_and_tokens_that_do_not_exist_name_the_listing_command() {
+        // An owner's --tenant naming no tenant fails whatever the request.
+        let msg = describe_failure(
+            StatusCode::NOT_FOUND,
+            &body("not_found", "no tenant `nope`"),
+            &sandbox("local-1"),
+        );
+        assert!(msg.starts_with("no tenant `nope`: check --tenant"), "{msg}");
+        assert!(msg.contains("paddock tenants list"), "{msg}");
+        let msg = describe_failure(
+            StatusCode::NOT_FOUND,
+            &body("not_found", "no tenant `nope`"),
+            &Target::Tenant("nope".to_owned()),
+        );
+        assert!(msg.starts_with("no tenant `nope`: run"), "{msg}");
+        assert!(msg.contains("paddock tenants list"), "{msg}");
+        let msg = describe_failure(
+            StatusCode::NOT_FOUND,
+            &body("not_found", "no token"),
+            &Target::Token("tok_1".to_owned()),
+        );
+        assert!(msg.starts_with("no token `tok_1`"), "{msg}");
+        assert!(msg.contains("paddock tokens list"), "{msg}");
+        let msg = describe_failure(
+            StatusCode::NOT_FOUND,
+            &body(
+                "not_found",
+                "no token `tok_1`; `paddock tokens list` lists them",
+            ),
+            &Target::Token("tok_1".to_owned()),
+        );
+        assert_eq!(
+            msg,
+            "no token `tok_1`: run `paddock tokens list` to list them"
+        );
+    }
+
+    #[test]
+    fn a_tools_own_not_found_is_not_a_missing_sandbox() {
+        let tool = Target::Tool {
+            sandbox: "local-1".to_owned(),
+            tool: "git_status".to_owned(),
+        };
+        let msg = describe_failure(
+            StatusCode::NOT_FOUND,
+            &body("not_found", "not a git repository: /sandboxes/local-1/work"),
+            &tool,
+        );
+        assert!(
+            msg.starts_with("the tool git_status could not find"),
+            "{msg}"
+        );
+        assert!(msg.contains("paddock tool local-1 file_list"), "{msg}");
+        let msg = describe_failure(
+            StatusCode::NOT_FOUND,
+            &body(
+                "not_found",
+                "no sandbox `local-1`; `paddock sandboxes` lists them",
+            ),
+            &tool,
+        );
+        assert_eq!(
+            msg,
+            "no sandbox `local-1`: run `paddock sandboxes` to list them"
+        );
+        let msg = describe_failure(
+            StatusCode::BAD_REQUEST,
+            &body("bad_request", "unknown variant `nosuch`"),
+            &tool,
+        );
+        assert!(msg.contains("paddock tool --help"), "{msg}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! A scripted stand-in for the control plane's stream endpoint, for unit
-//! tests of what the CLI does when streams drop, are refused or go silent.
-//! It speaks the real protocol over real sockets; only the script is fake.
-//! (The end-to-end tests in `tests/` run the real control plane.)
+//! A scripted stand-in for the control plane: its stream endpoint, for unit
+//! tests of what the CLI does when streams drop, are refused or go silent,
+//! and canned HTTP answers (whoami, tokens, tool calls) that record the
+//! request. It speaks the real protocol over real sockets; only the script
+//! is fake. (The end-to-end tests in `tests/` run the real control plane.)
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use paddock_protocol::{
     ClientToControl, ControlToClient, DataFrame, ExitStatus, Hello, SandboxId, SessionId,
     StreamMode, TermSize, PROTOCOL_VERSION,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -92,6 +94,83 @@ impl FakeControlPlane {
             .await
             .is_err());
         query
+    }
+}
+
+/// One HTTP request as the fake received it.
+#[derive(Debug)]
+pub struct Recorded {
+    pub method: String,
+    /// The path and query, e.g. `/v1/audit?limit=5`.
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl FakeControlPlane {
+    /// Answers the next HTTP request with `status` and `body`, then closes
+    /// the connection; returns the request.
+    pub async fn answer(&self, status: u16, content_type: &str, body: &str) -> Recorded {
+        let mut socket = self.next_socket().await;
+        let mut buf = Vec::new();
+        let head_end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = socket.read(&mut chunk).await.unwrap();
+            assert!(
+                n > 0,
+                "the CLI closed the connection before a whole request"
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+        let mut lines = head.split("\r\n");
+        let mut request_line = lines.next().unwrap().split(' ');
+        let method = request_line.next().unwrap().to_owned();
+        let path = request_line.next().unwrap().to_owned();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let mut body_in = buf[head_end..].to_vec();
+        while body_in.len() < length {
+            let mut chunk = [0u8; 4096];
+            let n = socket.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the CLI closed the connection mid-body");
+            body_in.extend_from_slice(&chunk[..n]);
+        }
+        let reason = http::StatusCode::from_u16(status)
+            .unwrap()
+            .canonical_reason()
+            .unwrap_or("");
+        let response = format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        socket.write_all(response.as_bytes()).await.unwrap();
+        let _ = socket.shutdown().await;
+        Recorded {
+            method,
+            path,
+            headers,
+            body: body_in,
+        }
     }
 }
 

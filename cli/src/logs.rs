@@ -1,15 +1,16 @@
 //! `paddock logs`: a session's stored output, streamed to stdout as it
 //! arrives (never held in memory whole), with the holes the control plane
-//! reports in its gaps header noted on stderr where they fall.
+//! reports in its gaps header noted on stderr where they fall; or, with
+//! `--format asciicast`, the control plane's asciicast v2 recording as is.
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use paddock_protocol::api::{OutputQuery, GAPS_HEADER};
+use paddock_protocol::api::{OutputFormat, OutputQuery, GAPS_HEADER};
 use paddock_protocol::SessionId;
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::api::Client;
@@ -17,14 +18,29 @@ use crate::term;
 
 /// How long the download may stall before it is given up.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
+/// The media type of an asciicast recording.
+const ASCIICAST_TYPE: &str = "application/x-asciicast";
 
-/// Prints the session's stored output in `query`'s range to stdout.
+/// Parses `--format`: `raw` or `asciicast`.
+pub fn parse_format(text: &str) -> Result<OutputFormat, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "raw" => Ok(OutputFormat::Raw),
+        "asciicast" => Ok(OutputFormat::Asciicast),
+        _ => Err(format!("unknown format `{text}`: use raw or asciicast")),
+    }
+}
+
+/// Prints the session's stored output in `query`'s range to stdout, in its format.
 pub async fn logs(
     client: &Client,
     sandbox: &str,
     session: SessionId,
     query: OutputQuery,
 ) -> Result<i32> {
+    let format = query.format.unwrap_or(OutputFormat::Raw);
+    if format == OutputFormat::Asciicast && (query.from.is_some() || query.to.is_some()) {
+        bail!("--from and --to do not apply to --format asciicast, which records the whole session: leave them out");
+    }
     if let (Some(from), Some(to)) = (query.from, query.to) {
         if to < from {
             bail!("--to {to} is before --from {from}: the range is [FROM, TO), so TO must be at least FROM");
@@ -32,12 +48,19 @@ pub async fn logs(
     }
     let mut response = client.session_output(sandbox, session, &query).await?;
     let from = query.from.unwrap_or(0);
-    let gaps = match gaps_header(response.headers()) {
-        Ok(gaps) => gaps,
-        Err(err) => {
-            term::note(&format!(
-                "[paddock: {err}; holes in the output are not reported]"
-            ));
+    let gaps = match format {
+        OutputFormat::Raw => match gaps_header(response.headers()) {
+            Ok(gaps) => gaps,
+            Err(err) => {
+                term::note(&format!(
+                    "[paddock: {err}; holes in the output are not reported]"
+                ));
+                Vec::new()
+            }
+        },
+        // The recording is written as is; its offsets are not the body's.
+        OutputFormat::Asciicast => {
+            check_asciicast(response.headers())?;
             Vec::new()
         }
     };
@@ -46,7 +69,14 @@ pub async fn logs(
     let mut note = |text: &str| term::note(text);
     let resume = |offset: u64| {
         let to = query.to.map(|to| format!(" --to {to}")).unwrap_or_default();
-        format!("run `paddock logs {sandbox} {session} --from {offset}{to}` to get the rest")
+        match format {
+            OutputFormat::Raw => format!(
+                "run `paddock logs {sandbox} {session} --from {offset}{to}` to get the rest"
+            ),
+            OutputFormat::Asciicast => {
+                "run the command again: a recording cannot be resumed".to_owned()
+            }
+        }
     };
     loop {
         let chunk = match tokio::time::timeout(CHUNK_TIMEOUT, response.chunk()).await {
@@ -75,6 +105,22 @@ pub async fn logs(
     }
     holes.rest(&mut note);
     Ok(0)
+}
+
+/// Refuses an answer that is not an asciicast recording: a control plane
+/// that predates `format` answers with the raw bytes instead.
+fn check_asciicast(headers: &HeaderMap) -> Result<()> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case(ASCIICAST_TYPE) {
+        bail!(
+            "the control plane answered with {content_type} instead of an asciicast recording: it does not support --format asciicast yet; upgrade it, or use --format raw"
+        );
+    }
+    Ok(())
 }
 
 /// The holes listed in the answer's gaps header, in any of its values.
@@ -239,6 +285,33 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn formats_parse_by_name() {
+        assert_eq!(parse_format("raw"), Ok(OutputFormat::Raw));
+        assert_eq!(parse_format("Asciicast"), Ok(OutputFormat::Asciicast));
+        assert!(parse_format("cast")
+            .unwrap_err()
+            .contains("raw or asciicast"));
+    }
+
+    #[test]
+    fn asciicast_answers_are_recognised_by_their_media_type() {
+        let mut headers = HeaderMap::new();
+        let err = check_asciicast(&headers).unwrap_err().to_string();
+        assert!(err.contains("--format raw"), "{err}");
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        let err = check_asciicast(&headers).unwrap_err().to_string();
+        assert!(err.contains("application/octet-stream"), "{err}");
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-asciicast; charset=utf-8"),
+        );
+        check_asciicast(&headers).unwrap();
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `paddock`: list sandboxes and sessions, run commands, and watch or drive
 //! live terminals through a Paddock control plane.
 
+mod admin;
 mod api;
 mod attach;
+mod config;
 #[cfg(test)]
 mod fake;
 mod follow;
@@ -12,41 +14,53 @@ mod output;
 mod reconnect;
 mod stream;
 mod term;
+mod tool;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::SystemTime;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
-use paddock_protocol::api::{OutputQuery, RegisterSandbox};
+use paddock_protocol::api::{OutputFormat, OutputQuery, RegisterSandbox};
 use paddock_protocol::{SessionId, Signal};
 
-use crate::api::{display_base, parse_base_url, Client};
+use crate::admin::{TenantsCmd, TokensCmd, UsersCmd};
+use crate::api::{display_base, Client};
+use crate::config::{Flags, Settings};
 use crate::follow::ExecArgs;
-
-const NO_TOKEN: &str = "no API token: set PADDOCK_TOKEN (`control-plane up` prints the PADDOCK_URL=... and PADDOCK_TOKEN=... lines to export; the token is also in its data dir's owner.token) or pass --token";
+use crate::tool::ToolCli;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "paddock",
     version,
-    about = "Run commands in Paddock sandboxes and watch or drive their terminals"
+    about = "Run commands in Paddock sandboxes and watch or drive their terminals",
+    after_help = "Settings come from flags, then the PADDOCK_URL, PADDOCK_TOKEN and PADDOCK_TENANT environment variables, then the config file `paddock login` writes ($XDG_CONFIG_HOME/paddock/config.toml, else ~/.config/paddock/config.toml), then the defaults."
 )]
 struct Cli {
-    /// The control plane's base URL.
-    #[arg(
-        long,
-        env = "PADDOCK_URL",
-        default_value = "http://127.0.0.1:7700",
-        global = true
-    )]
-    url: String,
-    /// The API token (printed by `control-plane up`).
-    #[arg(long, env = "PADDOCK_TOKEN", hide_env_values = true, global = true)]
+    /// The control plane's base URL [env: PADDOCK_URL] [default: http://127.0.0.1:7700].
+    #[arg(long, global = true, value_name = "URL")]
+    url: Option<String>,
+    /// The API token (printed by `control-plane up`) [env: PADDOCK_TOKEN].
+    #[arg(long, global = true, value_name = "TOKEN")]
     token: Option<String>,
+    /// Act on this tenant instead of the token's own: owners only (for any
+    /// other role another tenant does not exist) [env: PADDOCK_TENANT].
+    #[arg(long, global = true, value_name = "NAME")]
+    tenant: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    fn flags(&self) -> Flags {
+        Flags {
+            url: self.url.clone(),
+            token: self.token.clone(),
+            tenant: self.tenant.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +95,10 @@ enum Command {
         /// The offset to stop before (default: the output so far).
         #[arg(long)]
         to: Option<u64>,
+        /// raw (default): the terminal's bytes; asciicast: an asciicast v2
+        /// recording of the whole session, written as is (`asciinema play` replays it).
+        #[arg(long, value_name = "raw|asciicast", value_parser = logs::parse_format)]
+        format: Option<OutputFormat>,
     },
     /// Drive a session from this terminal (a new shell without SESSION); Ctrl-] detaches.
     Attach {
@@ -100,6 +118,36 @@ enum Command {
     },
     /// End a session: hang up its processes, then kill them after 2 s.
     Close { sandbox: String, session: u64 },
+    /// Call a tool (git, LSP, files, exec) in a sandbox and print its result as JSON.
+    Tool(ToolCli),
+    /// Show the API token's name, role and tenant.
+    Whoami {
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List, create and configure tenants.
+    #[command(subcommand)]
+    Tenants(TenantsCmd),
+    /// List and create the tenant's users.
+    #[command(subcommand)]
+    Users(UsersCmd),
+    /// List, create and revoke API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCmd),
+    /// Show the tenant's audit log, oldest first.
+    Audit {
+        /// How many of the latest events (1 to 10000; default 200).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Print the events as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a token (--token, PADDOCK_TOKEN or stdin) and store it with the URL in the config file.
+    Login,
+    /// Remove the stored token from the config file.
+    Logout,
 }
 
 #[derive(Debug, Args)]
@@ -185,12 +233,18 @@ fn main() {
 
 /// Runs one command; the result is this process's exit code.
 async fn run(cli: Cli) -> Result<i32> {
-    let base = parse_base_url(&cli.url)?;
-    let token = cli
-        .token
-        .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| anyhow!(NO_TOKEN))?;
-    let client = Client::new(base, token.trim().to_owned())?;
+    let env = config::process_env;
+    let path = config::default_config_path();
+    match cli.command {
+        Command::Login => return config::login(&cli.flags(), &env, path.as_deref()).await,
+        Command::Logout => return config::logout(path.as_deref(), &env),
+        _ => {}
+    }
+    let file = match &path {
+        Some(path) => config::load(path)?,
+        None => config::FileConfig::default(),
+    };
+    let client = Settings::resolve(&cli.flags(), &env, &file)?.client()?;
     match cli.command {
         Command::Sandboxes(args) => sandboxes(&client, args).await,
         Command::Sessions { sandbox, json } => {
@@ -218,12 +272,13 @@ async fn run(cli: Cli) -> Result<i32> {
             session,
             from,
             to,
+            format,
         } => {
             logs::logs(
                 &client,
                 &sandbox,
                 SessionId(session),
-                OutputQuery { from, to },
+                OutputQuery { from, to, format },
             )
             .await
         }
@@ -248,6 +303,13 @@ async fn run(cli: Cli) -> Result<i32> {
             eprintln!("closed session {session}");
             Ok(0)
         }
+        Command::Tool(args) => tool::tool(&client, args).await,
+        Command::Whoami { json } => admin::whoami(&client, json).await,
+        Command::Tenants(cmd) => admin::tenants(&client, cmd).await,
+        Command::Users(cmd) => admin::users(&client, cmd).await,
+        Command::Tokens(cmd) => admin::tokens(&client, cmd).await,
+        Command::Audit { limit, json } => admin::audit(&client, limit, json).await,
+        Command::Login | Command::Logout => unreachable!("handled before the client is made"),
     }
 }
 
@@ -448,7 +510,7 @@ mod tests {
             "--from",
             "5",
         ]);
-        assert_eq!(cli.url, "http://h:1");
+        assert_eq!(cli.url.as_deref(), Some("http://h:1"));
         assert_eq!(cli.token.as_deref(), Some("t"));
         assert!(matches!(
             cli.command,
@@ -488,5 +550,166 @@ mod tests {
             }
         ));
         assert!(Cli::try_parse_from(["paddock", "logs", "sb", "3", "--from", "-1"]).is_err());
+    }
+
+    #[test]
+    fn logs_takes_a_format() {
+        let cli = parse(&["logs", "sb", "3", "--format", "asciicast"]);
+        assert!(matches!(
+            cli.command,
+            Command::Logs {
+                format: Some(OutputFormat::Asciicast),
+                ..
+            }
+        ));
+        let cli = parse(&["logs", "sb", "3"]);
+        assert!(matches!(cli.command, Command::Logs { format: None, .. }));
+        assert!(Cli::try_parse_from(["paddock", "logs", "sb", "3", "--format", "mp4"]).is_err());
+    }
+
+    #[test]
+    fn the_tenant_flag_is_global() {
+        let cli = parse(&["tokens", "list", "--tenant", "acme", "--json"]);
+        assert_eq!(cli.flags().tenant.as_deref(), Some("acme"));
+        assert!(matches!(
+            cli.command,
+            Command::Tokens(TokensCmd::List { json: true })
+        ));
+    }
+
+    #[test]
+    fn tokens_create_parses_role_user_and_lifetime() {
+        let cli = parse(&[
+            "tokens",
+            "create",
+            "ci",
+            "--role",
+            "agent",
+            "--user",
+            "usr_1",
+            "--expires",
+            "12h",
+        ]);
+        let Command::Tokens(TokensCmd::Create(args)) = cli.command else {
+            panic!("not tokens create");
+        };
+        assert_eq!(args.role, paddock_protocol::admin::Role::Agent);
+        assert_eq!(args.user_id.as_deref(), Some("usr_1"));
+        assert_eq!(
+            args.expires,
+            Some(std::time::Duration::from_secs(12 * 3600))
+        );
+        assert!(Cli::try_parse_from(["paddock", "tokens", "create", "ci"]).is_err());
+        assert!(
+            Cli::try_parse_from(["paddock", "tokens", "create", "ci", "--role", "root"]).is_err()
+        );
+        assert!(Cli::try_parse_from([
+            "paddock",
+            "tokens",
+            "create",
+            "ci",
+            "--role",
+            "agent",
+            "--expires",
+            "soon"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn tenants_set_needs_exactly_one_retention() {
+        let cli = parse(&["tenants", "set", "acme", "--keep-forever"]);
+        assert!(matches!(
+            cli.command,
+            Command::Tenants(TenantsCmd::Set {
+                keep_forever: true,
+                retention_days: None,
+                ..
+            })
+        ));
+        let cli = parse(&["tenants", "set", "acme", "--retention-days", "30", "--json"]);
+        assert!(matches!(
+            cli.command,
+            Command::Tenants(TenantsCmd::Set {
+                keep_forever: false,
+                retention_days: Some(30),
+                json: true,
+                ..
+            })
+        ));
+        for bad in [
+            &["tenants", "set", "acme"][..],
+            &[
+                "tenants",
+                "set",
+                "acme",
+                "--retention-days",
+                "3",
+                "--keep-forever",
+            ],
+            &["tenants", "set", "acme", "--retention-days", "0"],
+        ] {
+            let args = std::iter::once("paddock").chain(bad.iter().copied());
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tool_takes_inline_or_file_arguments_but_not_both() {
+        let cli = parse(&[
+            "tool",
+            "sb",
+            "exec",
+            "--json",
+            r#"{"command":"true"}"#,
+            "--timeout",
+            "90s",
+            "--raw",
+        ]);
+        let Command::Tool(args) = cli.command else {
+            panic!("not tool");
+        };
+        assert_eq!(args.tool, "exec");
+        assert_eq!(args.args_json.as_deref(), Some(r#"{"command":"true"}"#));
+        assert_eq!(args.timeout, Some(std::time::Duration::from_secs(90)));
+        assert!(args.raw);
+        let cli = parse(&["tool", "sb", "git_status", "--args-file", "-"]);
+        assert!(matches!(
+            cli.command,
+            Command::Tool(ToolCli {
+                args_file: Some(_),
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from([
+            "paddock",
+            "tool",
+            "sb",
+            "x",
+            "--json",
+            "{}",
+            "--args-file",
+            "f"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn login_whoami_and_audit_parse() {
+        let cli = parse(&["login", "--url", "http://h:1", "--token", "t"]);
+        assert!(matches!(cli.command, Command::Login));
+        assert_eq!(cli.flags().token.as_deref(), Some("t"));
+        assert!(matches!(parse(&["logout"]).command, Command::Logout));
+        assert!(matches!(
+            parse(&["whoami", "--json"]).command,
+            Command::Whoami { json: true }
+        ));
+        assert!(matches!(
+            parse(&["audit", "--limit", "5"]).command,
+            Command::Audit {
+                limit: Some(5),
+                json: false
+            }
+        ));
     }
 }

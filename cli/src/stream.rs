@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use futures_util::{SinkExt, StreamExt};
+use paddock_protocol::admin::TENANT_HEADER;
 use paddock_protocol::api::{SessionInfo, StreamQuery};
 use paddock_protocol::{
     ClientToControl, ControlToClient, DataFrame, ErrorCode, FrameKind, Hello, SessionId,
@@ -173,8 +174,14 @@ impl SessionStream {
             refused("the API token contains characters that cannot be sent: check PADDOCK_TOKEN or --token")
         })?;
         request.headers_mut().insert(AUTHORIZATION, auth);
+        if let Some(tenant) = client.tenant() {
+            let value = HeaderValue::from_str(tenant).map_err(|_| {
+                refused("the tenant name contains characters that cannot be sent: check --tenant or PADDOCK_TENANT")
+            })?;
+            request.headers_mut().insert(TENANT_HEADER, value);
+        }
 
-        let connecting = tokio_tungstenite::connect_async(request);
+        let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
         let mut ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
             Err(_) => {
                 return Err(StreamError::Dropped(format!(

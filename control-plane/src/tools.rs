@@ -49,13 +49,12 @@ pub async fn call_tool(
             "the body must be a JSON object of the tool's arguments",
         ));
     };
-    let timeout_ms =
-        match fields.remove("timeout_ms") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_u64().ok_or_else(|| {
-                ApiError::bad_request("timeout_ms must be a number of milliseconds")
-            })?),
-        };
+    let timeout_ms = match fields.remove("call_timeout_ms") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            ApiError::bad_request("call_timeout_ms must be a number of milliseconds")
+        })?),
+    };
     fields.insert("tool".into(), Value::String(tool.clone()));
     let call: ToolCall = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request(format!("invalid arguments for tool `{tool}`: {e}")))?;
