@@ -248,7 +248,26 @@ impl SessionTask {
                 },
                 () = closed(idle_link.clone()), if idle_link.is_some() => self.lose_link(),
                 chunk = self.output.rx_output.recv(), if reading => match chunk {
-                    Some(chunk) => self.retain(&chunk),
+                    Some(chunk) => {
+                        self.retain(&chunk);
+                        // A PTY hands out a few KiB per read: take what is
+                        // already waiting too, so frames go out full rather
+                        // than one per read (per-frame costs dominate).
+                        let mut taken = chunk.len();
+                        while taken < MAX_DATA_PAYLOAD && self.may_read() {
+                            match self.output.rx_output.try_recv() {
+                                Ok(more) => {
+                                    taken += more.len();
+                                    self.retain(&more);
+                                }
+                                Err(mpsc::error::TryRecvError::Empty) => break,
+                                Err(mpsc::error::TryRecvError::Disconnected) => {
+                                    eof = true;
+                                    break;
+                                }
+                            }
+                        }
+                    }
                     None => eof = true,
                 },
                 () = sleep_until(eof_deadline), if !eof => {
