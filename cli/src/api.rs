@@ -309,6 +309,12 @@ impl Client {
         self.send_json(req, &Target::ControlPlane).await
     }
 
+    pub async fn rotate_sandbox_token(&self, sandbox: &str) -> Result<SandboxRegistered> {
+        let req = self.request(Method::POST, &["v1", "sandboxes", sandbox, "token"])?;
+        self.send_json(req, &Target::Sandbox(sandbox.to_owned()))
+            .await
+    }
+
     pub async fn list_sessions(&self, sandbox: &str) -> Result<SessionList> {
         let req = self.request(Method::GET, &["v1", "sandboxes", sandbox, "sessions"])?;
         self.send_json(req, &Target::Sandbox(sandbox.to_owned()))

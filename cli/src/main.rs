@@ -172,6 +172,14 @@ enum SandboxesAction {
         #[arg(long)]
         json: bool,
     },
+    /// Replace a sandbox's agentd token; the old one stops working at once.
+    RotateToken {
+        /// Sandbox id (`sbx_…`) or name.
+        sandbox: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -334,11 +342,29 @@ async fn sandboxes(client: &Client, args: SandboxesArgs) -> Result<i32> {
                 labels: labels.into_iter().collect(),
             };
             let registered = client.register_sandbox(&body).await?;
-            if json || args.json {
-                output::print_json(&registered)?;
+            print_registered(client, &registered, json || args.json)?;
+        }
+        Some(SandboxesAction::RotateToken { sandbox, json }) => {
+            let registered = client.rotate_sandbox_token(&sandbox).await?;
+            print_registered(client, &registered, json || args.json)?;
+        }
+    }
+    Ok(0)
+}
+
+/// Prints a sandbox's (new) agentd token with how to use it.
+fn print_registered(
+    client: &api::Client,
+    registered: &paddock_protocol::api::SandboxRegistered,
+    json: bool,
+) -> Result<()> {
+    {
+        {
+            if json {
+                output::print_json(registered)?;
             } else {
                 let sb = &registered.sandbox;
-                println!("registered sandbox {} ({})", sb.name, sb.id);
+                println!("sandbox {} ({})", sb.name, sb.id);
                 println!("agentd token: {}", registered.token);
                 println!();
                 println!(
@@ -352,7 +378,7 @@ async fn sandboxes(client: &Client, args: SandboxesArgs) -> Result<i32> {
             }
         }
     }
-    Ok(0)
+    Ok(())
 }
 
 fn exec_args(args: ExecCli) -> Result<ExecArgs> {

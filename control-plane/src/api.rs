@@ -169,6 +169,33 @@ pub async fn get_sandbox(
     Ok(Json(sandbox_info(&state, &row)))
 }
 
+/// `POST /v1/sandboxes/{sandbox}/token`: a new agentd token; the old one
+/// stops working at once (a connected agentd stays connected until it
+/// reconnects).
+pub async fn rotate_sandbox_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(sandbox): Path<String>,
+) -> ApiResult<Json<SandboxRegistered>> {
+    let row = resolve_sandbox(&state, &principal, &sandbox).await?;
+    let token = state
+        .store
+        .rotate_sandbox_token(&principal.tenant_id, &row.id)
+        .await?;
+    crate::admin::record(
+        &state,
+        &principal,
+        "sandbox.token.rotated",
+        &format!("sandbox/{}", row.id),
+        serde_json::json!({ "name": row.name }),
+    )
+    .await;
+    Ok(Json(SandboxRegistered {
+        sandbox: sandbox_info(&state, &row),
+        token,
+    }))
+}
+
 pub async fn list_sessions(
     State(state): State<AppState>,
     principal: Principal,

@@ -125,6 +125,12 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/sandboxes", Permission::ReadSandboxes, false),
     route("POST", "/v1/sandboxes", Permission::ManageSandboxes, false),
     route(
+        "POST",
+        "/v1/sandboxes/{sandbox}/token",
+        Permission::ManageSandboxes,
+        true,
+    ),
+    route(
         "GET",
         "/v1/sandboxes/{sandbox}",
         Permission::ReadSandboxes,
@@ -214,6 +220,7 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("GET", "/v1/sandboxes") => get(api::list_sandboxes),
         ("POST", "/v1/sandboxes") => post(api::register_sandbox),
         ("GET", "/v1/sandboxes/{sandbox}") => get(api::get_sandbox),
+        ("POST", "/v1/sandboxes/{sandbox}/token") => post(api::rotate_sandbox_token),
         ("GET", "/v1/sandboxes/{sandbox}/sessions") => get(api::list_sessions),
         ("POST", "/v1/sandboxes/{sandbox}/sessions") => post(api::open_session),
         ("GET", "/v1/sandboxes/{sandbox}/sessions/{session}") => get(api::get_session),

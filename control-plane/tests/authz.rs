@@ -417,17 +417,60 @@ async fn matrix(postgres: bool) {
         .await,
         StatusCode::SWITCHING_PROTOCOLS
     );
+    // An expired token is refused like a wrong one.
+    let short: TokenCreated = c
+        .create(
+            "/v1/tokens",
+            &admin_a,
+            None,
+            serde_json::json!({ "name": "short", "role": "viewer", "expires_in_secs": 1 }),
+        )
+        .await;
+    let (status, _) = c
+        .call(Method::GET, "/v1/whoami", Some(&short.token), None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = c
+            .call(Method::GET, "/v1/whoami", Some(&short.token), None, None)
+            .await;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the token never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Revoked tokens stop working at once.
+    let victim: TokenCreated = c
+        .create(
+            "/v1/tokens",
+            &admin_a,
+            None,
+            serde_json::json!({ "name": "victim", "role": "developer" }),
+        )
+        .await;
+    let (status, _) = c
+        .call(Method::GET, "/v1/whoami", Some(&victim.token), None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
     let (status, _) = c
         .call(
             Method::DELETE,
-            &format!("/v1/tokens/{}", a.token),
+            &format!("/v1/tokens/{}", victim.info.id),
             Some(&admin_a),
             None,
             None,
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    let (status, _) = c
+        .call(Method::GET, "/v1/whoami", Some(&victim.token), None, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
