@@ -4,6 +4,7 @@
 //! turn them into something usable.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -51,6 +52,9 @@ pub struct Config {
     pub window: Option<u64>,
     /// Language servers by language, and how long an unused one is kept.
     pub lsp: LspConfig,
+    /// A PEM file of CA certificates trusted besides the platform (webpki)
+    /// roots, for a control plane with a private or self-signed certificate.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for Config {
@@ -65,6 +69,7 @@ impl fmt::Debug for Config {
             .field("disk_cap", &self.disk_cap)
             .field("window", &self.window)
             .field("lsp", &self.lsp)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -82,6 +87,8 @@ pub enum ConfigError {
     DiskCap(String),
     #[error("window (--window, PADDOCK_AGENTD_WINDOW): {0}")]
     Window(String),
+    #[error("ca_file (--ca-file, PADDOCK_AGENTD_CA_FILE): {0}")]
+    CaFile(String),
 }
 
 impl Config {
@@ -100,19 +107,13 @@ impl Config {
             disk_cap: DEFAULT_DISK_CAP,
             window: None,
             lsp: LspConfig::default(),
+            ca_file: None,
         }
     }
 
     /// Checks what can be checked without touching the network.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let url = connect_url(&self.control_plane)?;
-        // This build links no TLS stack; refuse now rather than retry forever.
-        if url.starts_with("wss://") {
-            return Err(ConfigError::ControlPlane(
-                "https:// and wss:// are not supported yet: this build of agentd has no TLS"
-                    .to_owned(),
-            ));
-        }
+        connect_url(&self.control_plane)?;
         if self.token.is_empty() {
             return Err(ConfigError::Token("must not be empty"));
         }
@@ -213,6 +214,22 @@ pub fn connect_url(base: &str) -> Result<String, ConfigError> {
         }
         _ => Err(bad("the scheme must be http, https, ws or wss")),
     }
+}
+
+/// The host of a plain `ws://` URL when it is not a loopback host
+/// (127.0.0.0/8, ::1, `localhost`): a link whose token and traffic would
+/// cross a network unencrypted. `None` for `wss://` and for loopback.
+pub fn plain_remote_host(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("ws://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| host.to_owned())
 }
 
 /// Parses a byte size: a whole number, optionally followed by `K`, `M`,
@@ -328,7 +345,32 @@ mod tests {
         assert!(config.validate().is_ok());
         assert!(Config::new("http://h:1", "", "/tmp").validate().is_err());
         assert!(Config::new("http://h:1", "a b", "/tmp").validate().is_err());
-        assert!(Config::new("https://h", "t", "/tmp").validate().is_err());
+        assert!(Config::new("https://h", "t", "/tmp").validate().is_ok());
+    }
+
+    #[test]
+    fn plain_links_off_loopback_are_recognised() {
+        for loopback in [
+            "ws://127.0.0.1:7700/v1/agent/connect",
+            "ws://127.1.2.3/x",
+            "ws://[::1]:7700/v1/agent/connect",
+            "ws://localhost:7700/v1/agent/connect",
+            "wss://paddock.example.com/v1/agent/connect",
+        ] {
+            assert_eq!(plain_remote_host(loopback), None, "{loopback}");
+        }
+        assert_eq!(
+            plain_remote_host("ws://10.1.2.3:7700/v1/agent/connect").as_deref(),
+            Some("10.1.2.3")
+        );
+        assert_eq!(
+            plain_remote_host("ws://control-plane:7700/v1/agent/connect").as_deref(),
+            Some("control-plane")
+        );
+        assert_eq!(
+            plain_remote_host("ws://[fd00::1]:7700/x").as_deref(),
+            Some("fd00::1")
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! task can touch the registry on behalf of a dead connection.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -30,7 +31,9 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{connect_async_with_config, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{
+    connect_async_tls_with_config, Connector, MaybeTlsStream, WebSocketStream,
+};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
@@ -103,12 +106,19 @@ pub enum Refused {
     Token { status: u16 },
     #[error("the control plane refused protocol version {version}: {reason}")]
     Version { version: u32, reason: String },
+    #[error(
+        "the control plane's certificate was rejected: {reason}; \
+         pass its CA with --ca-file (PADDOCK_AGENTD_CA_FILE)"
+    )]
+    Certificate { reason: String },
 }
 
 /// Where to dial and with what.
 pub(crate) struct LinkConfig {
     pub url: String,
     pub token: String,
+    /// Used for `wss://` URLs; see `tls.rs`.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 /// How a connection ended, when another may be tried.
@@ -131,6 +141,14 @@ pub(crate) async fn run_link(
     tools: Tools,
     stop: CancellationToken,
 ) -> Result<(), Refused> {
+    if let Some(host) = crate::config::plain_remote_host(&cfg.url) {
+        warn!(
+            %host,
+            "the link to the control plane is plain ws:// to a host that is not loopback: \
+             the token and all traffic cross the network unencrypted; use https:// unless \
+             this network is private"
+        );
+    }
     let mut backoff = Backoff::new();
     loop {
         let ended = connect_once(&cfg, &sessions, &tools, &stop, &mut backoff).await?;
@@ -247,9 +265,10 @@ async fn dial(cfg: &LinkConfig) -> Result<Result<Ws, String>, Refused> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_WS_MESSAGE))
         .max_frame_size(Some(MAX_WS_MESSAGE));
+    let connector = Connector::Rustls(cfg.tls.clone());
     let connected = tokio::time::timeout(
         DIAL_TIMEOUT,
-        connect_async_with_config(request, Some(config), true),
+        connect_async_tls_with_config(request, Some(config), true, Some(connector)),
     )
     .await;
     match connected {
@@ -268,6 +287,11 @@ async fn dial(cfg: &LinkConfig) -> Result<Result<Ws, String>, Refused> {
                 Ok(Err(format!("upgrade refused with HTTP {status}")))
             }
         }
+        // A certificate that does not verify will not start to by itself.
+        Ok(Err(WsError::Io(err))) => match crate::tls::certificate_error(&err) {
+            Some(reason) => Err(Refused::Certificate { reason }),
+            None => Ok(Err(err.to_string())),
+        },
         Ok(Err(err)) => Ok(Err(err.to_string())),
     }
 }

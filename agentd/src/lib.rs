@@ -5,8 +5,9 @@
 //! [`run`] is the whole daemon; the `agentd` binary only parses flags, sets
 //! up logging and wires Ctrl-C to the shutdown token. Modules:
 //! `config` (settings), `connection` (dial, handshake, heartbeat,
-//! reconnect), `sessions` (the registry and request handling), `session`
-//! (one session's output: flow control, replay, exit), `retention` (its
+//! reconnect), `tls` (the link's rustls configuration), `sessions` (the
+//! registry and request handling), `session` (one session's output: flow
+//! control, replay, exit), `retention` (its
 //! unacknowledged bytes), `spill` (spill files under the disk cap),
 //! `pty` (the process and its blocking I/O threads), and the tools:
 //! `tools` (dispatch, deadlines, cancellation), `git`, `lsp`, `files`
@@ -25,6 +26,7 @@ mod sessions;
 mod spill;
 #[cfg(test)]
 mod test_support;
+mod tls;
 mod tools;
 
 use std::time::Duration;
@@ -63,6 +65,7 @@ const TASKS_GRACE: Duration = Duration::from_millis(500);
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     let url = config.connect_url()?;
+    let tls = tls::client_config(config.ca_file.as_deref())?;
     std::fs::create_dir_all(&config.workdir)
         .with_context(|| format!("could not create the workdir {}", config.workdir.display()))?;
     let workdir = config
@@ -114,6 +117,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let link_config = LinkConfig {
         url,
         token: config.token.clone(),
+        tls,
     };
     let mut link = tokio::spawn(connection::run_link(
         link_config,

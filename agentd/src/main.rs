@@ -2,7 +2,8 @@
 //! SIGTERM into shutdown, and runs [`agentd::run`].
 //!
 //! Exit codes: 0 after a shutdown, 2 when retrying cannot help (the control
-//! plane refused the token or protocol version, or a setting is invalid),
+//! plane refused the token or protocol version, its TLS certificate was
+//! rejected, or a setting is invalid),
 //! 1 for anything else.
 
 use std::io::IsTerminal;
@@ -18,7 +19,9 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser)]
 #[command(name = "agentd", version, about)]
 struct Cli {
-    /// The control plane's base URL (http://host:port) or a full ws:// URL.
+    /// The control plane's base URL (https://host or http://host:port) or a
+    /// full wss:// or ws:// URL. Certificates are always verified; plain
+    /// http/ws to a host other than loopback works but logs a warning.
     #[arg(long, env = "PADDOCK_AGENTD_CONTROL_PLANE")]
     control_plane: String,
     /// The sandbox token.
@@ -57,11 +60,17 @@ struct Cli {
     /// Seconds a language server may go unused before it is shut down.
     #[arg(long, env = "PADDOCK_AGENTD_LSP_IDLE_SECS", default_value_t = agentd::DEFAULT_LSP_IDLE.as_secs())]
     lsp_idle_secs: u64,
+    /// A PEM file of CA certificates to trust besides the platform roots,
+    /// for an https:// control plane with a private or self-signed certificate.
+    #[arg(long, env = "PADDOCK_AGENTD_CA_FILE", value_name = "PEM")]
+    ca_file: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every TLS configuration names `ring`; this covers anything that asks for the default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -85,6 +94,7 @@ async fn main() -> ExitCode {
         disk_cap: cli.disk_cap,
         window: cli.window,
         lsp: lsp_config(cli.lsp_servers, cli.lsp_idle_secs),
+        ca_file: cli.ca_file,
     };
     match agentd::run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

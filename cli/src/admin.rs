@@ -103,6 +103,9 @@ pub struct CreateTokenArgs {
     /// Lifetime, e.g. 30d, 12h, 90m or 3600s (default: never expires).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub expires: Option<Duration>,
+    /// For `--role agent`: the agent (name or id) the token acts for.
+    #[arg(long)]
+    pub agent: Option<String>,
     /// Print the token and its secret as JSON.
     #[arg(long)]
     pub json: bool,
@@ -368,6 +371,7 @@ fn create_token_body(args: CreateTokenArgs) -> CreateToken {
         role: args.role,
         user_id: args.user_id,
         expires_in_secs: args.expires.map(|d| d.as_secs()),
+        agent: args.agent,
     }
 }
 
@@ -459,11 +463,12 @@ mod tests {
             role: Role::Agent,
             user_id: Some("usr_1".into()),
             expires: Some(Duration::from_secs(7200)),
+            agent: Some("dev".into()),
             json: false,
         };
         assert_eq!(
             serde_json::to_value(create_token_body(args)).unwrap(),
-            serde_json::json!({"name": "ci", "role": "agent", "user_id": "usr_1", "expires_in_secs": 7200})
+            serde_json::json!({"name": "ci", "role": "agent", "user_id": "usr_1", "expires_in_secs": 7200, "agent": "dev"})
         );
     }
 
@@ -514,6 +519,7 @@ mod tests {
             role: Role::Developer,
             user_id: None,
             expires_in_secs: Some(60),
+            agent: None,
         };
         let answer = format!(r#"{{"token":"pdk_secret","info":{info}}}"#);
         let (created, req) = tokio::join!(

@@ -1,6 +1,8 @@
 //! The control plane's HTTP API as async methods, and the one place that turns
 //! its failures into messages saying what to do next.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -53,7 +55,7 @@ pub fn parse_base_url(text: &str) -> Result<Url> {
         anyhow!("invalid control plane URL `{text}` ({err}): set PADDOCK_URL or --url to something like http://127.0.0.1:7700")
     })?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        bail!("invalid control plane URL `{text}`: set PADDOCK_URL or --url to an http:// URL such as http://127.0.0.1:7700");
+        bail!("invalid control plane URL `{text}`: set PADDOCK_URL or --url to an https:// or http:// URL such as http://127.0.0.1:7700");
     }
     Ok(url)
 }
@@ -181,6 +183,12 @@ pub fn describe_failure(status: StatusCode, body: &[u8], target: &Target) -> Str
             _ => format!("the tool failed in the sandbox ({said}): check its arguments"),
         },
         ErrorCode::Cancelled => format!("the call was cancelled ({said}): run it again if still needed"),
+        ErrorCode::QuotaExceeded | ErrorCode::BudgetExceeded => format!(
+            "refused by governance ({said}): wait as it says, or ask an admin to raise the limit (`paddock agents limits`)"
+        ),
+        ErrorCode::AgentRestricted => format!(
+            "the agent is restricted ({said}): its tasks wait for approval (`paddock tasks approve ID`)"
+        ),
         ErrorCode::SessionEnded => match target {
             Target::Session { sandbox, session } => hinted(
                 format!("session {session} has already ended"),
@@ -249,6 +257,8 @@ fn target_sandbox(target: &Target) -> Option<&str> {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// Shared with the session streams, so both trust the same CAs.
+    tls: Arc<rustls::ClientConfig>,
     base: Url,
     token: String,
     /// The tenant an owner acts on, sent as [`TENANT_HEADER`].
@@ -266,15 +276,25 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
+    /// A client trusting the platform's (webpki) roots only.
+    #[cfg(test)]
     pub fn new(base: Url, token: String) -> Result<Self> {
+        Client::with_ca_file(base, token, None)
+    }
+
+    /// A client trusting the platform's roots plus the CAs in `ca_file`.
+    pub fn with_ca_file(base: Url, token: String, ca_file: Option<&Path>) -> Result<Self> {
+        let tls = crate::tls::client_config(ca_file)?;
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("paddock/", env!("CARGO_PKG_VERSION")))
+            .use_preconfigured_tls(rustls::ClientConfig::clone(&tls))
             .build()
             .context("could not set up the HTTP client")?;
         Ok(Client {
             http,
+            tls,
             base,
             token,
             tenant: None,
@@ -297,6 +317,11 @@ impl Client {
 
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The TLS configuration for connections of this client's own making.
+    pub fn tls(&self) -> Arc<rustls::ClientConfig> {
+        self.tls.clone()
     }
 
     pub async fn list_sandboxes(&self) -> Result<SandboxList> {
@@ -432,7 +457,9 @@ impl Client {
     }
 
     fn transport_error(&self, err: reqwest::Error) -> anyhow::Error {
-        if err.is_connect() {
+        if let Some(message) = crate::tls::rejected_certificate(&err) {
+            anyhow!(message)
+        } else if err.is_connect() {
             anyhow!(unreachable_message(&self.base))
         } else if err.is_timeout() {
             anyhow!(

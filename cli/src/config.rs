@@ -30,6 +30,10 @@ pub struct FileConfig {
     /// The tenant an owner acts on by default (written by hand, kept by `login`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// A PEM file of CAs trusted besides the platform roots (written by
+    /// `login` when one was given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 impl fmt::Debug for FileConfig {
@@ -38,6 +42,7 @@ impl fmt::Debug for FileConfig {
             .field("url", &self.url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("tenant", &self.tenant)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -48,6 +53,7 @@ pub struct Flags {
     pub url: Option<String>,
     pub token: Option<String>,
     pub tenant: Option<String>,
+    pub ca_file: Option<String>,
 }
 
 /// The settings in force after every layer.
@@ -56,6 +62,7 @@ pub struct Settings {
     pub url: String,
     pub token: Option<String>,
     pub tenant: Option<String>,
+    pub ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for Settings {
@@ -64,6 +71,7 @@ impl fmt::Debug for Settings {
             .field("url", &self.url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("tenant", &self.tenant)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -93,6 +101,7 @@ impl Settings {
             url: pick(&flags.url, "PADDOCK_URL", &file.url).unwrap_or_else(|| DEFAULT_URL.into()),
             token: pick(&flags.token, "PADDOCK_TOKEN", &file.token),
             tenant,
+            ca_file: pick(&flags.ca_file, "PADDOCK_CA_FILE", &file.ca_file).map(PathBuf::from),
         })
     }
 
@@ -100,7 +109,8 @@ impl Settings {
     pub fn client(&self) -> Result<Client> {
         let base = parse_base_url(&self.url)?;
         let token = self.token.clone().ok_or_else(|| anyhow!(NO_TOKEN))?;
-        Ok(Client::new(base, token)?.with_tenant(self.tenant.clone()))
+        Ok(Client::with_ca_file(base, token, self.ca_file.as_deref())?
+            .with_tenant(self.tenant.clone()))
     }
 }
 
@@ -139,7 +149,7 @@ pub fn load(path: &Path) -> Result<FileConfig> {
     warn_if_readable_by_others(path);
     toml::from_str(&text).map_err(|err| {
         anyhow!(
-            "the config file {} is not valid ({}): its keys are url, token and tenant; fix it, or delete it and run `paddock login`",
+            "the config file {} is not valid ({}): its keys are url, token, tenant and ca_file; fix it, or delete it and run `paddock login`",
             path.display(),
             err.to_string().trim()
         )
@@ -266,6 +276,17 @@ pub async fn login(
     let url = display_base(client.base());
     file.url = Some(url.clone());
     file.token = settings.token.clone();
+    // A CA given now is needed by every later command: keep it, by a path
+    // that does not depend on the current directory.
+    let explicit_ca = [flags.ca_file.clone(), env("PADDOCK_CA_FILE")]
+        .into_iter()
+        .flatten()
+        .find(|ca| !ca.trim().is_empty());
+    if let Some(ca) = explicit_ca {
+        let absolute = std::path::absolute(ca.trim())
+            .with_context(|| format!("could not resolve the CA file path {ca}"))?;
+        file.ca_file = Some(absolute.display().to_string());
+    }
     save(path, &file)?;
     println!(
         "logged in to {url} as token {} ({}), role {}, tenant {}",
@@ -333,6 +354,7 @@ mod tests {
             url: Some(url.into()),
             token: Some(token.into()),
             tenant: Some(tenant.into()),
+            ca_file: None,
         }
     }
 
@@ -342,6 +364,7 @@ mod tests {
             url: Some("http://flag:1".into()),
             token: Some("flag-token".into()),
             tenant: Some("flag-tenant".into()),
+            ca_file: None,
         };
         let env = env_of(&[
             ("PADDOCK_URL", "http://env:2"),
@@ -480,6 +503,7 @@ mod tests {
             url: Some(url.clone()),
             token: Some("bad".into()),
             tenant: None,
+            ca_file: None,
         };
         let refused = r#"{"error":{"code":"unauthorized","message":"invalid, expired or revoked API token"}}"#;
         let no_env = env_of(&[]);

@@ -85,7 +85,7 @@ enum Ended {
 /// Copies the session's output to `out` until it exits, reconnecting when
 /// the connection is lost. The first connection's failure is final unless
 /// `retry_first` (the session was just created, so it exists).
-async fn follow(
+pub(crate) async fn follow(
     client: &Client,
     sandbox: &str,
     session: SessionId,

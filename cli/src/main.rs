@@ -2,6 +2,7 @@
 //! live terminals through a Paddock control plane.
 
 mod admin;
+mod agents;
 mod api;
 mod attach;
 mod config;
@@ -13,7 +14,9 @@ mod logs;
 mod output;
 mod reconnect;
 mod stream;
+mod tasks;
 mod term;
+mod tls;
 mod tool;
 
 use std::collections::BTreeMap;
@@ -36,7 +39,7 @@ use crate::tool::ToolCli;
     name = "paddock",
     version,
     about = "Run commands in Paddock sandboxes and watch or drive their terminals",
-    after_help = "Settings come from flags, then the PADDOCK_URL, PADDOCK_TOKEN and PADDOCK_TENANT environment variables, then the config file `paddock login` writes ($XDG_CONFIG_HOME/paddock/config.toml, else ~/.config/paddock/config.toml), then the defaults."
+    after_help = "Settings come from flags, then the PADDOCK_URL, PADDOCK_TOKEN, PADDOCK_TENANT and PADDOCK_CA_FILE environment variables, then the config file `paddock login` writes ($XDG_CONFIG_HOME/paddock/config.toml, else ~/.config/paddock/config.toml), then the defaults."
 )]
 struct Cli {
     /// The control plane's base URL [env: PADDOCK_URL] [default: http://127.0.0.1:7700].
@@ -49,6 +52,11 @@ struct Cli {
     /// other role another tenant does not exist) [env: PADDOCK_TENANT].
     #[arg(long, global = true, value_name = "NAME")]
     tenant: Option<String>,
+    /// A PEM file of CA certificates to trust besides the platform roots,
+    /// for an https:// control plane with a private or self-signed
+    /// certificate [env: PADDOCK_CA_FILE].
+    #[arg(long, global = true, value_name = "PEM")]
+    ca_file: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,6 +67,7 @@ impl Cli {
             url: self.url.clone(),
             token: self.token.clone(),
             tenant: self.tenant.clone(),
+            ca_file: self.ca_file.clone(),
         }
     }
 }
@@ -135,6 +144,12 @@ enum Command {
     /// List, create and revoke API tokens.
     #[command(subcommand)]
     Tokens(TokensCmd),
+    /// Submit, list, show, decide on and read the output of tasks.
+    #[command(subcommand)]
+    Tasks(tasks::TasksCmd),
+    /// List and create agents; show and set their reputation, limits and costs.
+    #[command(subcommand)]
+    Agents(agents::AgentsCmd),
     /// Show the tenant's audit log, oldest first.
     Audit {
         /// How many of the latest events (1 to 10000; default 200).
@@ -218,6 +233,8 @@ fn parse_signal(text: &str) -> Result<Signal, String> {
 
 fn main() {
     term::install_panic_hook();
+    // Every TLS configuration names `ring`; this covers anything that asks for the default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let code = match tokio::runtime::Runtime::new() {
         Ok(runtime) => match runtime.block_on(run(cli)) {
@@ -316,6 +333,8 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Tenants(cmd) => admin::tenants(&client, cmd).await,
         Command::Users(cmd) => admin::users(&client, cmd).await,
         Command::Tokens(cmd) => admin::tokens(&client, cmd).await,
+        Command::Tasks(cmd) => tasks::tasks(&client, cmd).await,
+        Command::Agents(cmd) => agents::agents(&client, cmd).await,
         Command::Audit { limit, json } => admin::audit(&client, limit, json).await,
         Command::Login | Command::Logout => unreachable!("handled before the client is made"),
     }

@@ -181,7 +181,9 @@ impl SessionStream {
             request.headers_mut().insert(TENANT_HEADER, value);
         }
 
-        let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
+        let connector = tokio_tungstenite::Connector::Rustls(client.tls());
+        let connecting =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector));
         let mut ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
             Err(_) => {
                 return Err(StreamError::Dropped(format!(
@@ -455,10 +457,11 @@ fn connect_error(err: tungstenite::Error, base: &Url, target: &Target) -> Stream
                 StreamError::Refused { code, message }
             }
         }
-        tungstenite::Error::Io(_) => StreamError::Dropped(unreachable_message(base)),
-        tungstenite::Error::Url(tungstenite::error::UrlError::TlsFeatureNotEnabled) => {
-            refused("this paddock cannot speak TLS yet: use an http:// control plane URL")
-        }
+        // A certificate that does not verify will not start to on a retry.
+        tungstenite::Error::Io(err) => match crate::tls::rejected_certificate(&err) {
+            Some(message) => refused(message),
+            None => StreamError::Dropped(unreachable_message(base)),
+        },
         tungstenite::Error::Url(err) => refused(format!(
             "cannot open a stream at {} ({err}): check PADDOCK_URL or --url",
             display_base(base)

@@ -215,6 +215,21 @@ pub async fn create_token(
         )),
         None => None,
     };
+    let agent = match (&body.agent, body.role) {
+        (Some(name), Role::Agent) => Some(
+            state
+                .store
+                .find_agent(&principal.tenant_id, name)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::not_found(format!(
+                        "no agent `{name}`; create it with `paddock agents create`"
+                    ))
+                })?,
+        ),
+        (Some(_), _) => return Err(ApiError::bad_request("only agent tokens act for an agent")),
+        (None, _) => None,
+    };
     let (info, token) = state
         .store
         .create_token(
@@ -225,6 +240,12 @@ pub async fn create_token(
             expires_at,
         )
         .await?;
+    if let Some(agent) = &agent {
+        state
+            .store
+            .bind_token_agent(&principal.tenant_id, &info.id, &agent.id)
+            .await?;
+    }
     record(
         &state,
         &principal,

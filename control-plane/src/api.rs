@@ -217,8 +217,29 @@ pub async fn open_session(
     body: Result<Json<OpenSessionRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<SessionInfo>)> {
     let Json(req) = body?;
+    let sandbox = resolve_sandbox(&state, &principal, &sandbox).await?;
+    let (row, log) = start_session(&state, &sandbox, req).await?;
+    crate::admin::record(
+        &state,
+        &principal,
+        "session.opened",
+        &format!("session/{}", row.id),
+        serde_json::json!({ "sandbox": sandbox.id, "command": row.command, "args": row.args }),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(log.info(&row))))
+}
+
+/// Opens a PTY session in `sandbox` (used by the API and by task steps):
+/// checks the request as agentd would, stores the session, creates its log
+/// before agentd is asked (so no early output is lost), and waits for agentd
+/// to start the process.
+pub async fn start_session(
+    state: &AppState,
+    sandbox: &SandboxRow,
+    req: OpenSessionRequest,
+) -> ApiResult<(SessionRow, Arc<SessionLog>)> {
     let size = req.size.unwrap_or(TermSize::DEFAULT);
-    // Check the request as agentd would before anything is stored.
     let probe = ControlToAgent::OpenSession {
         request_id: paddock_protocol::RequestId(0),
         session_id: SessionId(0),
@@ -229,16 +250,13 @@ pub async fn open_session(
         size,
     };
     ControlToAgent::decode(&probe.encode()).map_err(|e| ApiError::bad_request(e.to_string()))?;
-
-    let sandbox = resolve_sandbox(&state, &principal, &sandbox).await?;
     if state.hub.link(&sandbox.id).is_none() {
         return Err(HubError::Disconnected(sandbox.id.clone()).into());
     }
     let row = state
         .store
-        .create_session(&sandbox, req.command.as_deref(), &req.args, size)
+        .create_session(sandbox, req.command.as_deref(), &req.args, size)
         .await?;
-    // The log exists before agentd is asked, so no early output can be lost.
     let log = state.hub.log_or_insert(row.id, || {
         SessionLog::new(&row, state.config.live_buffer_bytes)
     });
@@ -278,15 +296,17 @@ pub async fn open_session(
                 .await?;
             log.set_running();
             info!(sandbox.id = %sandbox.id, session.id = %id, pid = ?pid, "session opened");
-            crate::admin::record(
-                &state,
-                &principal,
+            state.events.publish(
+                &sandbox.tenant_id,
                 "session.opened",
-                &format!("session/{id}"),
-                serde_json::json!({ "sandbox": sandbox.id, "command": row.command, "args": row.args }),
-            )
-            .await;
-            Ok((StatusCode::CREATED, Json(log.info(&row))))
+                crate::events::About {
+                    sandbox_id: Some(sandbox.id.clone()),
+                    session_id: Some(id),
+                    ..Default::default()
+                },
+                serde_json::json!({ "command": row.command, "args": row.args }),
+            );
+            Ok((row, log))
         }
         Ok(AgentReply::Done | AgentReply::Tool(_)) => Err(ApiError::internal()),
         Err(err) => {

@@ -2,7 +2,7 @@
 //! `PADDOCK_*` environment variables, then command-line flags.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -26,6 +26,17 @@ pub struct Config {
     pub live_buffer_bytes: usize,
     /// Seconds between passes of the retention job.
     pub retention_interval_secs: u64,
+    /// Tasks of one tenant running at once, at most.
+    pub max_tasks_per_tenant: usize,
+    /// What an hour of sandbox time costs, in micro-dollars (for budgets).
+    pub sandbox_micros_per_hour: i64,
+    /// PEM certificate chain to serve HTTPS and `wss://` with (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address other than loopback: only behind a
+    /// proxy that terminates TLS (such as Fly's).
+    pub allow_plain_http: bool,
     /// The owner's API token on a fresh database (`PADDOCK_BOOTSTRAP_TOKEN`).
     #[serde(skip)]
     pub bootstrap_token: Option<String>,
@@ -45,6 +56,11 @@ impl Default for Config {
             sqlite_synchronous: Durability::Full,
             live_buffer_bytes: 4 * 1024 * 1024,
             retention_interval_secs: 3600,
+            max_tasks_per_tenant: 8,
+            sandbox_micros_per_hour: 100_000,
+            tls_cert: None,
+            tls_key: None,
+            allow_plain_http: false,
             bootstrap_token: None,
             owner_token: None,
         }
@@ -61,6 +77,11 @@ impl fmt::Debug for Config {
             .field("sqlite_synchronous", &self.sqlite_synchronous)
             .field("live_buffer_bytes", &self.live_buffer_bytes)
             .field("retention_interval_secs", &self.retention_interval_secs)
+            .field("max_tasks_per_tenant", &self.max_tasks_per_tenant)
+            .field("sandbox_micros_per_hour", &self.sandbox_micros_per_hour)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("allow_plain_http", &self.allow_plain_http)
             .field(
                 "bootstrap_token",
                 &self.bootstrap_token.as_ref().map(|_| "<redacted>"),
@@ -95,6 +116,10 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// `Some(true)` when the flag was given.
+    pub allow_plain_http: Option<bool>,
 }
 
 impl Config {
@@ -136,11 +161,27 @@ impl Config {
                     config.retention_interval_secs =
                         parse("PADDOCK_RETENTION_INTERVAL_SECS", &value)?
                 }
+                "PADDOCK_SANDBOX_MICROS_PER_HOUR" => {
+                    config.sandbox_micros_per_hour =
+                        parse("PADDOCK_SANDBOX_MICROS_PER_HOUR", &value)?
+                }
+                "PADDOCK_MAX_TASKS_PER_TENANT" => {
+                    config.max_tasks_per_tenant = parse("PADDOCK_MAX_TASKS_PER_TENANT", &value)?
+                }
                 "PADDOCK_LIVE_BUFFER_BYTES" => {
                     config.live_buffer_bytes = parse("PADDOCK_LIVE_BUFFER_BYTES", &value)?
                 }
                 "PADDOCK_BOOTSTRAP_TOKEN" if !value.is_empty() => {
                     config.bootstrap_token = Some(value)
+                }
+                "PADDOCK_TLS_CERT" if !value.is_empty() => {
+                    config.tls_cert = Some(PathBuf::from(value))
+                }
+                "PADDOCK_TLS_KEY" if !value.is_empty() => {
+                    config.tls_key = Some(PathBuf::from(value))
+                }
+                "PADDOCK_ALLOW_PLAIN_HTTP" => {
+                    config.allow_plain_http = parse_bool("PADDOCK_ALLOW_PLAIN_HTTP", &value)?
                 }
                 _ => {}
             }
@@ -153,6 +194,15 @@ impl Config {
         }
         if let Some(url) = flags.database_url {
             config.database_url = Some(url);
+        }
+        if let Some(cert) = flags.tls_cert {
+            config.tls_cert = Some(cert);
+        }
+        if let Some(key) = flags.tls_key {
+            config.tls_key = Some(key);
+        }
+        if let Some(allow) = flags.allow_plain_http {
+            config.allow_plain_http = allow;
         }
         config.validate()?;
         Ok(config)
@@ -186,6 +236,7 @@ impl Config {
                 });
             }
         }
+        self.validate_tls()?;
         if let Some(token) = &self.bootstrap_token {
             if token.len() < 16 {
                 return Err(ConfigError::Invalid {
@@ -195,6 +246,53 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Both or neither of the certificate and key; plain HTTP only on
+    /// loopback unless explicitly allowed.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => Err(ConfigError::Invalid {
+                key: "tls_key",
+                message: "tls_cert is set but tls_key is not: give both (--tls-key, PADDOCK_TLS_KEY) or neither".into(),
+            }),
+            (None, Some(_)) => Err(ConfigError::Invalid {
+                key: "tls_cert",
+                message: "tls_key is set but tls_cert is not: give both (--tls-cert, PADDOCK_TLS_CERT) or neither".into(),
+            }),
+            (None, None) if !is_loopback(self.listen.ip()) && !self.allow_plain_http => {
+                Err(ConfigError::Invalid {
+                    key: "listen",
+                    message: format!(
+                        "{} is not a loopback address, and without TLS the tokens would cross the network in clear: \
+                         give tls_cert and tls_key (--tls-cert/--tls-key, PADDOCK_TLS_CERT/PADDOCK_TLS_KEY), \
+                         or set allow_plain_http = true (PADDOCK_ALLOW_PLAIN_HTTP=true, --allow-plain-http) \
+                         if a proxy in front terminates TLS",
+                        self.listen
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The certificate and key files, when TLS is on.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => None,
+        }
+    }
+
+    /// The base URL clients use for a server bound to `addr`: `https://`
+    /// with TLS, else `http://`.
+    pub fn base_url(&self, addr: SocketAddr) -> String {
+        let scheme = if self.tls().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{addr}")
     }
 
     pub fn database_url(&self) -> String {
@@ -212,6 +310,27 @@ where
         key,
         message: format!("`{value}`: {e}"),
     })
+}
+
+fn parse_bool(key: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            key,
+            message: format!("`{value}`: expected true or false"),
+        }),
+    }
+}
+
+/// 127.0.0.0/8 and ::1 (also as an IPv4-mapped address).
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -273,6 +392,91 @@ mod tests {
         std::fs::write(&file, "no_such_key = 1\n").unwrap();
         let err = Config::load(Some(&file), env(&[]), Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("no_such_key"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_off_loopback_needs_tls_or_an_explicit_allowance() {
+        let public = Overrides {
+            listen: Some("0.0.0.0:7700".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let err = Config::load(None, env(&[]), public.clone()).unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("listen"), "{message}");
+        assert!(
+            message.contains("tls_cert") && message.contains("allow_plain_http"),
+            "{message}"
+        );
+        let allowed = Config::load(
+            None,
+            env(&[("PADDOCK_ALLOW_PLAIN_HTTP", "true")]),
+            public.clone(),
+        )
+        .unwrap();
+        assert!(allowed.allow_plain_http);
+        assert_eq!(
+            allowed.base_url("10.0.0.1:7700".parse().unwrap()),
+            "http://10.0.0.1:7700"
+        );
+        let with_tls = Config::load(
+            None,
+            env(&[
+                ("PADDOCK_TLS_CERT", "/etc/paddock/cert.pem"),
+                ("PADDOCK_TLS_KEY", "/etc/paddock/key.pem"),
+            ]),
+            public,
+        )
+        .unwrap();
+        assert_eq!(
+            with_tls.base_url("10.0.0.1:7700".parse().unwrap()),
+            "https://10.0.0.1:7700"
+        );
+        for listen in ["127.0.0.1:0", "127.8.9.10:1", "[::1]:7700"] {
+            let loopback = Overrides {
+                listen: Some(listen.parse().unwrap()),
+                ..Overrides::default()
+            };
+            assert!(Config::load(None, env(&[]), loopback).is_ok(), "{listen}");
+        }
+        let err = Config::load(
+            None,
+            env(&[("PADDOCK_ALLOW_PLAIN_HTTP", "maybe")]),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("PADDOCK_ALLOW_PLAIN_HTTP"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_certificate_and_key_come_together() {
+        let only_cert = Overrides {
+            tls_cert: Some("/c.pem".into()),
+            ..Overrides::default()
+        };
+        let err = Config::load(None, env(&[]), only_cert).unwrap_err();
+        assert!(err.to_string().starts_with("tls_key"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[("PADDOCK_TLS_KEY", "/k.pem")]),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("tls_cert"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("paddock.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:443\"\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file), env(&[]), Overrides::default()).unwrap();
+        assert_eq!(
+            config.tls(),
+            Some((Path::new("/c.pem"), Path::new("/k.pem")))
+        );
     }
 
     #[test]

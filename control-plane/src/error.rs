@@ -57,6 +57,8 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ErrorCode::PathEscape => StatusCode::BAD_REQUEST,
+            ErrorCode::QuotaExceeded | ErrorCode::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::AgentRestricted => StatusCode::FORBIDDEN,
             ErrorCode::NonFastForward | ErrorCode::Cancelled => StatusCode::CONFLICT,
             ErrorCode::UnsupportedVersion => StatusCode::BAD_REQUEST,
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -114,5 +116,23 @@ impl From<HubError> for ApiError {
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
         ApiError::bad_request(rejection.body_text())
+    }
+}
+
+impl From<crate::governance::GovernanceError> for ApiError {
+    fn from(err: crate::governance::GovernanceError) -> Self {
+        use crate::governance::GovernanceError;
+        match err {
+            GovernanceError::Refused(refusal) => {
+                let code = match refusal.code() {
+                    "quota_exceeded" => ErrorCode::QuotaExceeded,
+                    "budget_exceeded" => ErrorCode::BudgetExceeded,
+                    _ => ErrorCode::AgentRestricted,
+                };
+                ApiError::new(code, refusal.to_string())
+            }
+            GovernanceError::Invalid(message) => ApiError::bad_request(message),
+            GovernanceError::Store(err) => err.into(),
+        }
     }
 }

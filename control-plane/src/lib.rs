@@ -14,13 +14,18 @@ mod auth;
 mod clock;
 pub mod config;
 mod error;
+mod events;
 mod fanout;
+pub mod governance;
 mod hub;
 mod persist;
 mod retention;
 pub mod routes;
+mod scheduler;
 pub mod store;
 mod stream;
+mod tasks_api;
+pub mod tls;
 mod tools;
 pub mod up;
 
@@ -43,6 +48,9 @@ pub struct AppState {
     store: Store,
     auth: Authenticator,
     tenants: Tenants,
+    events: events::EventBus,
+    scheduler: Arc<scheduler::SchedulerHandle>,
+    governance: governance::Governance,
     hub: Arc<Hub>,
     config: Arc<Config>,
     /// Output and exits on their way to the store, in arrival order.
@@ -106,16 +114,22 @@ impl App {
             Duration::from_secs(config.retention_interval_secs),
             shutdown.clone(),
         );
+        let governance = governance::Governance::new(store.clone());
         let state = AppState {
             store,
             auth: Authenticator::new(system.clone()),
-            tenants: Tenants::new(system),
+            tenants: Tenants::new(system.clone()),
+            events: events::EventBus::default(),
+            scheduler: Arc::default(),
+            governance,
             hub,
             config: Arc::new(config),
             tx_persist,
             shutdown,
             tracker: TaskTracker::new(),
         };
+        let owner = instance_id(&state.config.data_dir)?;
+        scheduler::spawn_scheduler(state.clone(), system, owner);
         Ok(App {
             state,
             persister,
@@ -123,19 +137,33 @@ impl App {
         })
     }
 
-    /// Serves HTTP and WebSockets on `listener` until shutdown is cancelled,
-    /// then waits (at most 5 s) for connection tasks to finish.
+    /// Serves HTTP and WebSockets on `listener` (HTTPS and `wss://` when
+    /// the config names a certificate) until shutdown is cancelled, then
+    /// waits (at most 5 s) for connection tasks to finish.
     pub async fn serve(self, listener: TcpListener) -> anyhow::Result<()> {
         let router = routes::router(self.state.clone());
         let shutdown = self.state.shutdown.clone();
-        // Keystrokes and echoes are tiny writes: Nagle would hold them for an ACK.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-            .context("the HTTP server failed")?;
+        let stopped = async move { shutdown.cancelled().await };
+        let served = match self.state.config.tls() {
+            Some((cert, key)) => {
+                let tls = tls::server_config(cert, key)?;
+                let listener = tls::TlsListener::new(listener, tls)
+                    .context("could not start the TLS listener")?;
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+            None => {
+                // Keystrokes and echoes are tiny writes: Nagle would hold them for an ACK.
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+        };
+        served.context("the HTTP server failed")?;
         self.state.tracker.close();
         if tokio::time::timeout(Duration::from_secs(5), self.state.tracker.wait())
             .await
@@ -172,4 +200,19 @@ fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// This control plane's identity for task claims: kept in the data directory,
+/// so a restart recognises the attempts it had running.
+fn instance_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("instance.id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_owned());
+        }
+    }
+    let id = store::new_id("cp");
+    std::fs::write(&path, &id).with_context(|| format!("could not write {}", path.display()))?;
+    Ok(id)
 }

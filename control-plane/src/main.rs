@@ -41,6 +41,15 @@ struct ServeArgs {
     /// TOML configuration file.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS and wss:// (with --tls-key).
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address: only behind a proxy that terminates TLS.
+    #[arg(long)]
+    allow_plain_http: bool,
 }
 
 #[derive(Args)]
@@ -53,6 +62,11 @@ struct UpArgs {
     /// The agentd binary [default: next to control-plane, then PATH].
     #[arg(long)]
     agentd: Option<PathBuf>,
+    /// A CA certificate (PEM) the local agentd children trust besides the
+    /// platform roots (their --ca-file): the CA that signed --tls-cert, or the
+    /// certificate itself when it is self-signed without CA:TRUE.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -61,9 +75,18 @@ impl ServeArgs {
             listen: self.listen,
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            allow_plain_http: self.allow_plain_http.then_some(true),
         };
-        Config::load(self.config.as_deref(), std::env::vars(), flags)
-            .context("invalid configuration")
+        let config = Config::load(self.config.as_deref(), std::env::vars(), flags)
+            .context("invalid configuration")?;
+        // Read the certificate and key now, so a bad one stops the server
+        // before it reports itself ready (serving reads them again).
+        if let Some((cert, key)) = config.tls() {
+            control_plane::tls::server_config(cert, key).context("invalid configuration")?;
+        }
+        Ok(config)
     }
 }
 
@@ -75,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    control_plane::tls::install_default_provider();
     let cli = Cli::parse();
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
@@ -83,12 +107,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             let config = args.config()?;
             let listener = bind(config.listen).await?;
+            let url = config.base_url(listener.local_addr()?);
             let app = App::open(config, shutdown).await?;
             if let Some(token) = &app.generated_token {
                 println!("PADDOCK_TOKEN={token}");
                 eprintln!("# the owner's API token above is shown only once: keep it");
             }
-            println!("PADDOCK_URL=http://{}", listener.local_addr()?);
+            println!("PADDOCK_URL={url}");
             app.serve(listener).await
         }
         Command::Up(args) => {
@@ -97,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
             let options = UpOptions {
                 sandboxes: args.sandboxes,
                 agentd: args.agentd,
+                tls_ca: args.tls_ca,
             };
             up(config, listener, options, shutdown, &mut std::io::stdout()).await
         }

@@ -7,12 +7,12 @@
 use axum::extract::{Request, State};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post, MethodRouter};
+use axum::routing::{delete, get, patch, post, put, MethodRouter};
 use axum::Router;
 use paddock_protocol::admin::Role;
 
 use crate::error::ApiError;
-use crate::{admin, agent_conn, api, stream, tools, AppState};
+use crate::{admin, agent_conn, api, events, stream, tasks_api, tools, AppState};
 
 /// What a route requires of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,6 +40,19 @@ pub enum Permission {
     ReadAudit,
     /// Tool calls (git, LSP, files, exec) in a sandbox.
     CallTools,
+    /// Submitting tasks (an agent token: for its own agent only).
+    SubmitTasks,
+    /// Reading tasks (an agent token: its own only).
+    ReadTasks,
+    CancelTasks,
+    /// Approving or rejecting a restricted agent's tasks.
+    ApproveTasks,
+    ManageAgents,
+    ReadAgents,
+    /// The tenant's live events stream.
+    ReadEvents,
+    /// Reporting an agent's costs (an agent token: its own).
+    ReportCosts,
 }
 
 impl Permission {
@@ -61,6 +74,14 @@ impl Permission {
             Permission::ManageTenants => "manage_tenants",
             Permission::ReadAudit => "read_audit",
             Permission::CallTools => "call_tools",
+            Permission::SubmitTasks => "submit_tasks",
+            Permission::ReadTasks => "read_tasks",
+            Permission::CancelTasks => "cancel_tasks",
+            Permission::ApproveTasks => "approve_tasks",
+            Permission::ManageAgents => "manage_agents",
+            Permission::ReadAgents => "read_agents",
+            Permission::ReadEvents => "read_events",
+            Permission::ReportCosts => "report_costs",
         }
     }
 
@@ -82,6 +103,15 @@ impl Permission {
             Permission::ManageTenants => &[Owner],
             Permission::ReadAudit => &[Owner, Admin, Operator],
             Permission::CallTools => &[Owner, Admin, Developer, Agent],
+            Permission::SubmitTasks => &[Owner, Admin, Developer, Agent],
+            Permission::ReadTasks | Permission::ReadEvents => {
+                &[Owner, Admin, Operator, Developer, Agent, Viewer]
+            }
+            Permission::CancelTasks => &[Owner, Admin, Operator, Developer, Agent],
+            Permission::ApproveTasks => &[Owner, Admin, Operator, Developer],
+            Permission::ManageAgents => &[Owner, Admin],
+            Permission::ReportCosts => &[Owner, Admin, Agent],
+            Permission::ReadAgents => &[Owner, Admin, Operator, Developer, Viewer],
         };
         roles.contains(&role)
     }
@@ -209,6 +239,50 @@ pub const ROUTES: &[Route] = &[
         true,
     ),
     route("GET", "/v1/audit", Permission::ReadAudit, false),
+    route("GET", "/v1/events", Permission::ReadEvents, false),
+    route("GET", "/v1/agents", Permission::ReadAgents, false),
+    route("POST", "/v1/agents", Permission::ManageAgents, false),
+    route("GET", "/v1/tasks", Permission::ReadTasks, false),
+    route("POST", "/v1/tasks", Permission::SubmitTasks, false),
+    route("GET", "/v1/tasks/{task}", Permission::ReadTasks, true),
+    route(
+        "GET",
+        "/v1/tasks/{task}/events",
+        Permission::ReadTasks,
+        true,
+    ),
+    route(
+        "POST",
+        "/v1/tasks/{task}/cancel",
+        Permission::CancelTasks,
+        true,
+    ),
+    route(
+        "POST",
+        "/v1/tasks/{task}/approve",
+        Permission::ApproveTasks,
+        true,
+    ),
+    route(
+        "POST",
+        "/v1/tasks/{task}/reject",
+        Permission::ApproveTasks,
+        true,
+    ),
+    route("GET", "/v1/agents/{agent}", Permission::ReadAgents, true),
+    route(
+        "PUT",
+        "/v1/agents/{agent}/limits",
+        Permission::ManageAgents,
+        true,
+    ),
+    route(
+        "POST",
+        "/v1/agents/{agent}/costs",
+        Permission::ReportCosts,
+        true,
+    ),
+    route("PUT", "/v1/limits", Permission::ManageTenantSettings, false),
 ];
 
 /// The handler of a route of the table.
@@ -239,6 +313,20 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("POST", "/v1/tokens") => post(admin::create_token),
         ("DELETE", "/v1/tokens/{token}") => delete(admin::revoke_token),
         ("GET", "/v1/audit") => get(admin::list_audit),
+        ("GET", "/v1/events") => get(events::stream),
+        ("GET", "/v1/agents/{agent}") => get(tasks_api::agent_status),
+        ("PUT", "/v1/agents/{agent}/limits") => put(tasks_api::set_agent_limits),
+        ("POST", "/v1/agents/{agent}/costs") => post(tasks_api::report_cost),
+        ("PUT", "/v1/limits") => put(tasks_api::set_tenant_limits),
+        ("GET", "/v1/agents") => get(tasks_api::list_agents),
+        ("POST", "/v1/agents") => post(tasks_api::create_agent),
+        ("GET", "/v1/tasks") => get(tasks_api::list_tasks),
+        ("POST", "/v1/tasks") => post(tasks_api::submit_task),
+        ("GET", "/v1/tasks/{task}") => get(tasks_api::get_task),
+        ("GET", "/v1/tasks/{task}/events") => get(tasks_api::task_events),
+        ("POST", "/v1/tasks/{task}/cancel") => post(tasks_api::cancel_task),
+        ("POST", "/v1/tasks/{task}/approve") => post(tasks_api::approve_task),
+        ("POST", "/v1/tasks/{task}/reject") => post(tasks_api::reject_task),
         (method, path) => unreachable!("route {method} {path} has no handler"),
     }
 }

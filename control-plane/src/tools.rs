@@ -66,6 +66,12 @@ pub async fn call_tool(
     };
     ControlToAgent::decode(&probe.encode()).map_err(|e| ApiError::bad_request(e.to_string()))?;
 
+    // A push is a governed action: an agent's pushes count against its quota.
+    if matches!(call, ToolCall::GitPush(_)) {
+        if let Some(agent) = &principal.agent_id {
+            crate::tasks_api::govern_push(&state, &principal, &principal.tenant_id, agent).await?;
+        }
+    }
     let link = state
         .hub
         .link(&sandbox.id)

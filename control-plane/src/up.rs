@@ -28,6 +28,9 @@ pub struct UpOptions {
     pub sandboxes: usize,
     /// The agentd binary; found next to this executable, then on PATH, when absent.
     pub agentd: Option<PathBuf>,
+    /// A CA the agentd children trust besides the platform roots (with TLS
+    /// on and a self-signed or private certificate).
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// How long agentd children get to exit after SIGTERM before SIGKILL.
@@ -46,6 +49,14 @@ pub async fn up(
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     let agentd = find_agentd(options.agentd.as_deref())?;
+    // The children run in their own work directories.
+    let ca_file = match &options.tls_ca {
+        Some(path) => Some(
+            std::path::absolute(path)
+                .with_context(|| format!("could not resolve --tls-ca {}", path.display()))?,
+        ),
+        None => None,
+    };
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "could not create data directory {}",
@@ -62,7 +73,7 @@ pub async fn up(
     let state = app.state.clone();
 
     let addr = listener.local_addr()?;
-    let url = format!("http://{addr}");
+    let url = state.config.base_url(addr);
     let server = tokio::spawn(async move { app.serve(listener).await });
 
     let stop_children = CancellationToken::new();
@@ -79,6 +90,7 @@ pub async fn up(
             url: url.clone(),
             token,
             dir,
+            ca_file: ca_file.clone(),
         };
         supervisors.push(tokio::spawn(child.supervise(stop_children.clone())));
     }
@@ -89,9 +101,12 @@ pub async fn up(
     } else {
         writeln!(out, "export PADDOCK_URL={url}")?;
         writeln!(out, "export PADDOCK_TOKEN={owner_token}")?;
+        if let Some(ca_file) = &ca_file {
+            writeln!(out, "export PADDOCK_CA_FILE={}", ca_file.display())?;
+        }
         writeln!(
             out,
-            "# Paddock is up with {} local sandbox(es). In another terminal, paste the two lines above, then:",
+            "# Paddock is up with {} local sandbox(es). In another terminal, paste the lines above, then:",
             ids.len()
         )?;
         writeln!(
@@ -228,6 +243,7 @@ struct LocalAgent {
     url: String,
     token: String,
     dir: PathBuf,
+    ca_file: Option<PathBuf>,
 }
 
 impl LocalAgent {
@@ -236,7 +252,11 @@ impl LocalAgent {
             .create(true)
             .append(true)
             .open(self.dir.join("agentd.log"))?;
-        let child = Command::new(&self.agentd)
+        let mut command = Command::new(&self.agentd);
+        if let Some(ca_file) = &self.ca_file {
+            command.env("PADDOCK_AGENTD_CA_FILE", ca_file);
+        }
+        let child = command
             .env("PADDOCK_AGENTD_CONTROL_PLANE", &self.url)
             .env("PADDOCK_AGENTD_TOKEN", &self.token)
             .env("PADDOCK_AGENTD_WORKDIR", self.dir.join("work"))

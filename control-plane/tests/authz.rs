@@ -156,6 +156,8 @@ struct Resources {
     sandbox: String,
     session: String,
     token: String,
+    task: String,
+    agent: String,
     _agent: std::sync::Arc<Agentd>,
     _workdir: std::sync::Arc<tempfile::TempDir>,
 }
@@ -167,7 +169,9 @@ impl Resources {
             .replace("{session}", &self.session)
             .replace("{tenant}", &self.tenant)
             .replace("{token}", &self.token)
-            .replace("{tool}", "file_stat");
+            .replace("{tool}", "file_stat")
+            .replace("{task}", &self.task)
+            .replace("{agent}", &self.agent);
         assert!(
             !filled.contains('{'),
             "no filler for a parameter of {path}: add one here"
@@ -218,7 +222,29 @@ async fn populate(c: &Client, tenant: &str, admin: &str, name: &str) -> Resource
             serde_json::json!({ "name": format!("spare-{name}"), "role": "viewer" }),
         )
         .await;
+    let bot: serde_json::Value = c
+        .create(
+            "/v1/agents",
+            admin,
+            None,
+            serde_json::json!({ "name": format!("bot-{name}") }),
+        )
+        .await;
+    let task: serde_json::Value = c
+        .create(
+            "/v1/tasks",
+            admin,
+            None,
+            serde_json::json!({
+                "agent": bot["name"],
+                "labels": { "never": "matches" },
+                "steps": [{ "kind": "run", "command": "true" }]
+            }),
+        )
+        .await;
     Resources {
+        task: task["id"].as_str().unwrap().to_owned(),
+        agent: bot["name"].as_str().unwrap().to_owned(),
         tenant: tenant.to_owned(),
         sandbox: id,
         session: session.id.to_string(),
@@ -242,6 +268,14 @@ fn body_for(method: &str, path: &str) -> Option<serde_json::Value> {
         ("PATCH", _) => serde_json::json!({ "retention_days": 30 }),
         ("POST", "/v1/users") => serde_json::json!({ "name": "made-by-matrix" }),
         ("POST", "/v1/tokens") => serde_json::json!({ "name": "made-by-matrix", "role": "viewer" }),
+        ("POST", "/v1/agents") => serde_json::json!({ "name": "made-by-matrix" }),
+        ("PUT", _) => serde_json::json!({}),
+        ("POST", p) if p.ends_with("/costs") => {
+            serde_json::json!({ "kind": "api_call", "micros": 1 })
+        }
+        ("POST", "/v1/tasks") => {
+            serde_json::json!({ "agent": "bot-a-box", "labels": { "never": "matches" }, "steps": [{ "kind": "run", "command": "true" }] })
+        }
         _ => return None,
     };
     Some(body)
@@ -255,6 +289,9 @@ async fn request(
 ) -> StatusCode {
     if path.ends_with("/stream") {
         return c.upgrade(&format!("{path}?mode=watch"), token).await;
+    }
+    if path == "/v1/events" {
+        return c.upgrade(path, token).await;
     }
     let method = Method::from_bytes(route.method.as_bytes()).unwrap();
     c.call(
@@ -289,7 +326,7 @@ async fn matrix(postgres: bool) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{text}");
     let mut tokens: HashMap<Role, String> = HashMap::new();
-    for role in Role::ALL {
+    for role in Role::ALL.into_iter().filter(|r| *r != Role::Agent) {
         let made: TokenCreated = c
             .create(
                 "/v1/tokens",
@@ -311,6 +348,16 @@ async fn matrix(postgres: bool) {
     let admin_a = tokens[&Role::Admin].clone();
     let a = populate(&c, "default", &admin_a, "a-box").await;
     let b = populate(&c, "tenant-b", &admin_b.token, "b-box").await;
+    // The agent token acts for A's agent, as agent tokens do.
+    let agent_token: TokenCreated = c
+        .create(
+            "/v1/tokens",
+            OWNER_TOKEN,
+            None,
+            serde_json::json!({ "name": "a-agent", "role": "agent", "agent": "bot-a-box" }),
+        )
+        .await;
+    tokens.insert(Role::Agent, agent_token.token);
 
     // Every route that needs a token refuses none and a wrong one with 401.
     for route in ROUTES {
@@ -493,31 +540,55 @@ async fn authorization_matrix_on_postgres() {
 fn the_permission_table_matches_the_roles_as_documented() {
     use Permission::*;
     let expected = |role: Role, permission: Permission| -> bool {
-        match (role, permission) {
-            (_, Public | SandboxToken | Authenticated) => true,
+        let allowed: &[Permission] = match role {
             // owner: everything, across tenants.
-            (Role::Owner, _) => true,
-            // admin: manage its tenant — users, tokens, sandboxes, settings — and use it.
-            (Role::Admin, ManageTenants) => false,
-            (Role::Admin, _) => true,
+            Role::Owner => return true,
+            // admin: manage its tenant — users, tokens, agents, sandboxes,
+            // settings — and use it; not other tenants.
+            Role::Admin => return permission != ManageTenants,
             // operator: list and watch every sandbox and session; read logs
-            // and the audit log; no terminal input, no commands.
-            (Role::Operator, ReadSandboxes | Watch | ReadLogs | ReadAudit) => true,
-            (Role::Operator, _) => false,
-            // developer: watch and attach, run commands, call tools.
-            (
-                Role::Developer,
-                ReadSandboxes | OpenSessions | Watch | Attach | ControlSessions | ReadLogs
-                | CallTools,
-            ) => true,
-            (Role::Developer, _) => false,
-            // agent: tool calls (and, with the tasks issue, tasks) only.
-            (Role::Agent, CallTools) => true,
-            (Role::Agent, _) => false,
+            // and the audit log; approve, reject and cancel tasks; no input.
+            Role::Operator => &[
+                ReadSandboxes,
+                Watch,
+                ReadLogs,
+                ReadAudit,
+                ReadAgents,
+                ReadTasks,
+                ReadEvents,
+                ApproveTasks,
+                CancelTasks,
+            ],
+            // developer: watch and attach, run commands, call tools, submit,
+            // approve and cancel tasks.
+            Role::Developer => &[
+                ReadSandboxes,
+                OpenSessions,
+                Watch,
+                Attach,
+                ControlSessions,
+                ReadLogs,
+                CallTools,
+                ReadAgents,
+                ReadTasks,
+                ReadEvents,
+                SubmitTasks,
+                ApproveTasks,
+                CancelTasks,
+            ],
+            // agent: tool calls and its own tasks (checked per agent by the handlers).
+            Role::Agent => &[
+                CallTools,
+                SubmitTasks,
+                ReadTasks,
+                CancelTasks,
+                ReadEvents,
+                ReportCosts,
+            ],
             // viewer: read-only lists and logs.
-            (Role::Viewer, ReadSandboxes | ReadLogs) => true,
-            (Role::Viewer, _) => false,
-        }
+            Role::Viewer => &[ReadSandboxes, ReadLogs, ReadAgents, ReadTasks, ReadEvents],
+        };
+        matches!(permission, Public | SandboxToken | Authenticated) || allowed.contains(&permission)
     };
     let all = [
         Public,
@@ -536,6 +607,14 @@ fn the_permission_table_matches_the_roles_as_documented() {
         ManageTenants,
         ReadAudit,
         CallTools,
+        SubmitTasks,
+        ReadTasks,
+        CancelTasks,
+        ApproveTasks,
+        ManageAgents,
+        ReadAgents,
+        ReadEvents,
+        ReportCosts,
     ];
     for role in Role::ALL {
         for permission in all {

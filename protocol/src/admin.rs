@@ -117,6 +117,9 @@ pub struct CreateToken {
     /// Lifetime in seconds; the token never expires when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_secs: Option<u64>,
+    /// For role `agent`: the agent (name or id) the token acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,13 +22,16 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use crate::auth::{hash_token, new_token, TokenKind};
 use crate::clock::now_rfc3339;
 
+pub mod governance;
 mod identity;
 mod output;
 mod retention;
 mod system;
+mod tasks;
 pub use output::{GapRow, Piece, SessionEvent, SessionWrite, TimedChunk};
 pub use retention::Purged;
 pub use system::SystemStore;
+pub use tasks::TaskRow;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -63,6 +66,8 @@ pub struct Principal {
     /// The tenant this request acts on: the home tenant, or for an owner the
     /// one named in `x-paddock-tenant`.
     pub tenant_id: String,
+    /// For an `agent` token, the agent it acts for.
+    pub agent_id: Option<String>,
 }
 
 /// A sandbox as stored.

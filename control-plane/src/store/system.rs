@@ -67,7 +67,7 @@ impl SystemStore {
     /// revoked and not expired.
     pub async fn authenticate_api(&self, token: &str) -> Result<Option<Principal>> {
         let row = sqlx::query(
-            "SELECT id, tenant_id, name, role, expires_at FROM api_tokens
+            "SELECT id, tenant_id, name, role, expires_at, agent_id FROM api_tokens
              WHERE token_hash = $1 AND revoked_at IS NULL",
         )
         .bind(hash_token(token))
@@ -89,6 +89,7 @@ impl SystemStore {
             role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role}")))?,
             home_tenant: tenant.clone(),
             tenant_id: tenant,
+            agent_id: row.try_get("agent_id")?,
         }))
     }
 

@@ -287,6 +287,12 @@ pub enum ErrorCode {
     ToolFailed,
     /// The request was cancelled by `cancel_request`.
     Cancelled,
+    /// Governance: a rolling-window quota is used up (HTTP 429).
+    QuotaExceeded,
+    /// Governance: a cost budget is used up (HTTP 429).
+    BudgetExceeded,
+    /// Governance: the agent's reputation restricts it (HTTP 403).
+    AgentRestricted,
     /// A code this build does not know, from a newer peer.
     #[serde(other)]
     Unknown,
@@ -312,6 +318,9 @@ impl ErrorCode {
             ErrorCode::NonFastForward => "non_fast_forward",
             ErrorCode::ToolFailed => "tool_failed",
             ErrorCode::Cancelled => "cancelled",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::BudgetExceeded => "budget_exceeded",
+            ErrorCode::AgentRestricted => "agent_restricted",
             ErrorCode::Unknown => "unknown",
         }
     }
