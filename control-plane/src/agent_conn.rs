@@ -434,10 +434,29 @@ async fn handle_message(
             link.complete(request_id, Ok(AgentReply::Tool(Box::new(result))))
         }
         AgentToControl::LspDiagnostics {
-            uri, diagnostics, ..
+            workspace,
+            language,
+            uri,
+            version,
+            diagnostics,
         } => {
-            // Pushed to subscribers once the tools API routes them; served on request meanwhile.
+            // Pushed to the tenant's `/v1/events` subscribers as they come.
             debug!(uri = %uri, count = diagnostics.len(), "language server diagnostics");
+            state.events.publish(
+                &sandbox.tenant_id,
+                "lsp.diagnostics",
+                crate::events::About {
+                    sandbox_id: Some(sandbox.id.clone()),
+                    ..Default::default()
+                },
+                serde_json::json!({
+                    "workspace": workspace,
+                    "language": language,
+                    "uri": uri,
+                    "version": version,
+                    "diagnostics": diagnostics,
+                }),
+            );
         }
         AgentToControl::RequestDone { request_id } => {
             link.complete(request_id, Ok(AgentReply::Done))

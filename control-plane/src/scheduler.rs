@@ -46,6 +46,11 @@ impl SchedulerHandle {
         self.wake.notify_one();
     }
 
+    /// The task running on `sandbox` here, if any.
+    pub fn task_on(&self, sandbox: &SandboxId) -> Option<String> {
+        lock(&self.busy).get(sandbox).cloned()
+    }
+
     /// Stops a task running here; `false` if it does not run here.
     pub fn cancel(&self, task: &str) -> bool {
         match lock(&self.running).get(task) {

@@ -44,6 +44,9 @@ pub async fn call_tool(
 ) -> Result<Json<ToolOutput>, ApiError> {
     let Json(mut body) = body?;
     let sandbox = resolve_sandbox(&state, &principal, &sandbox).await?;
+    if principal.role == paddock_protocol::admin::Role::Agent {
+        agent_may_use(&state, &principal, &sandbox).await?;
+    }
     let Some(fields) = body.as_object_mut() else {
         return Err(ApiError::bad_request(
             "the body must be a JSON object of the tool's arguments",
@@ -115,5 +118,33 @@ pub async fn call_tool(
             ErrorCode::Internal,
             "agentd answered a tool call with something else",
         )),
+    }
+}
+
+/// An `agent` token may call tools only on a sandbox that is running one of
+/// its own agent's tasks right now.
+async fn agent_may_use(
+    state: &AppState,
+    principal: &Principal,
+    sandbox: &crate::store::SandboxRow,
+) -> Result<(), ApiError> {
+    let refuse = || {
+        ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "sandbox {} is not running a task of this agent; agents call tools only where their tasks run",
+                sandbox.name
+            ),
+        )
+    };
+    let Some(agent) = &principal.agent_id else {
+        return Err(refuse());
+    };
+    let Some(task) = state.scheduler.task_on(&sandbox.id) else {
+        return Err(refuse());
+    };
+    match state.store.get_task(&principal.tenant_id, &task).await? {
+        Some(task) if &task.agent_id == agent => Ok(()),
+        _ => Err(refuse()),
     }
 }

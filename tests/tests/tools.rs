@@ -171,3 +171,126 @@ async fn a_disconnected_sandbox_is_named_in_the_error() {
     })
     .await;
 }
+
+async fn post_as(
+    cp: &ControlPlane,
+    token: &str,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<(u16, Value)> {
+    let resp = reqwest::Client::new()
+        .post(format!("{}{path}", cp.url()))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// An agent token calls tools only on a sandbox running one of its tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_call_tools_only_where_their_tasks_run() {
+    within(async {
+        let cp = ControlPlane::start().await?;
+        let busy = cp.add_sandbox("busy").await?;
+        let idle = cp.add_sandbox("idle").await?;
+        let owner = cp.token().to_owned();
+        post_as(&cp, &owner, "/v1/agents", json!({ "name": "dev-agent" })).await?;
+        let (status, made) = post_as(
+            &cp,
+            &owner,
+            "/v1/tokens",
+            json!({ "name": "bot", "role": "agent", "agent": "dev-agent" }),
+        )
+        .await?;
+        ensure!(status == 201, "token: {made}");
+        let agent_token = made["token"].as_str().context("no token")?.to_owned();
+
+        // Before any task, no sandbox is open to the agent.
+        let (status, _) = post_as(&cp, &agent_token, &format!("/v1/sandboxes/{}/tools/file_stat", busy.id()), json!({ "path": "." })).await?;
+        ensure!(status == 403, "an agent without a task got {status}");
+
+        let (status, task) = post_as(
+            &cp,
+            &agent_token,
+            "/v1/tasks",
+            json!({ "agent": "dev-agent", "labels": {}, "steps": [{ "kind": "run", "command": "sleep", "args": ["5"] }] }),
+        )
+        .await?;
+        ensure!(status == 201, "submit: {task}");
+        let id = task["id"].as_str().context("no id")?.to_owned();
+        let running = wait_until("the task to run", Duration::from_secs(20), || async {
+            let (status, text) = cp.api().raw(reqwest::Method::GET, &format!("/v1/tasks/{id}"), None).await?;
+            ensure!(status.is_success(), "{text}");
+            let t: Value = serde_json::from_str(&text)?;
+            Ok((t["state"] == "running").then_some(t))
+        })
+        .await?;
+        let on = running["sandbox_id"].as_str().context("no sandbox")?.to_owned();
+        let other = if on == busy.id() { idle.id() } else { busy.id() };
+        let (status, body) = post_as(&cp, &agent_token, &format!("/v1/sandboxes/{on}/tools/file_stat"), json!({ "path": "." })).await?;
+        ensure!(status == 200, "the agent's own sandbox: {status} {body}");
+        let (status, _) = post_as(&cp, &agent_token, &format!("/v1/sandboxes/{other}/tools/file_stat"), json!({ "path": "." })).await?;
+        ensure!(status == 403, "another sandbox must stay closed to the agent, got {status}");
+        Ok(())
+    })
+    .await;
+}
+
+/// Language-server diagnostics reach `/v1/events` subscribers as they come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diagnostics_are_pushed_on_the_events_stream() {
+    within(async {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+        let cp = ControlPlane::start().await?;
+        let sb = cp.add_sandbox("lsp").await?;
+        let mut request =
+            format!("{}/v1/events", cp.url().replacen("http", "ws", 1)).into_client_request()?;
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {}", cp.token()).parse()?);
+        let (mut events, _) = tokio_tungstenite::connect_async(request).await?;
+
+        let (status, body) = call(
+            &cp,
+            sb.id(),
+            "file_write",
+            json!({ "path": "proj/bad.py", "content": "print(undefined_name)\n" }),
+        )
+        .await?;
+        ensure!(status == 200, "file_write: {body}");
+        let (status, body) = call(
+            &cp,
+            sb.id(),
+            "lsp_open",
+            json!({ "workspace": "proj", "language": "python", "path": "proj/bad.py" }),
+        )
+        .await?;
+        ensure!(status == 200, "lsp_open: {status} {body}");
+
+        let found = tokio::time::timeout(Duration::from_secs(40), async {
+            while let Some(msg) = events.next().await {
+                let msg = msg?;
+                let Ok(text) = msg.to_text() else { continue };
+                let event: Value = serde_json::from_str(text)?;
+                if event["kind"] == "lsp.diagnostics"
+                    && event["detail"]["diagnostics"]
+                        .to_string()
+                        .contains("undefined_name")
+                {
+                    return anyhow::Ok(event);
+                }
+            }
+            anyhow::bail!("the events stream ended")
+        })
+        .await
+        .context("no diagnostics event within 40 s")??;
+        ensure!(found["sandbox_id"] == sb.id(), "{found}");
+        Ok(())
+    })
+    .await;
+}
