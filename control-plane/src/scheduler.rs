@@ -69,6 +69,44 @@ enum Ended {
     Failed(String),
     TimedOut,
     Cancelled,
+    /// A hard budget limit was crossed while it ran.
+    OverBudget(String),
+}
+
+/// How often a running task's budget is checked.
+const BUDGET_CHECK: Duration = Duration::from_secs(1);
+
+/// Returns (with the reason) once the agent's spending — what is recorded
+/// plus this attempt's sandbox time so far — crosses a hard limit; never
+/// returns while it stays within them.
+async fn watch_budget(state: &AppState, tenant: &str, agent: &str) -> String {
+    let started = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(BUDGET_CHECK).await;
+        let now = clock::now_ms();
+        let (Ok(limits), Ok(spent)) = (
+            state.governance.limits(tenant, agent).await,
+            state.governance.spent(tenant, agent, now).await,
+        ) else {
+            continue; // Storage trouble: keep running, check again.
+        };
+        let running = crate::governance::sandbox_time_micros(
+            started.elapsed().as_secs(),
+            state.config.sandbox_micros_per_hour,
+        )
+        .unwrap_or(0);
+        for (window, spent, limit) in [
+            ("hourly", spent.hourly_micros, limits.budget_hourly_micros),
+            ("daily", spent.daily_micros, limits.budget_daily_micros),
+        ] {
+            if spent + running > limit {
+                return format!(
+                    "budget_exceeded: the agent's {window} budget of {} micro-dollars is used up ({} spent, {} by this run)",
+                    limit, spent + running, running
+                );
+            }
+        }
+    }
 }
 
 pub fn spawn_scheduler(
@@ -177,7 +215,7 @@ async fn dispatch(state: &AppState, system: &SystemStore, owner: &str) -> crate:
                 let outcome = match &ended {
                     Ended::Succeeded => Some(true),
                     Ended::Failed(_) if attempt >= task.info.retry.attempts => Some(false),
-                    Ended::TimedOut => Some(false),
+                    Ended::TimedOut | Ended::OverBudget(_) => Some(false),
                     _ => None,
                 };
                 crate::tasks_api::on_attempt(
@@ -241,15 +279,25 @@ async fn run(
 ) -> Ended {
     let current: Arc<Mutex<Option<SessionId>>> = Arc::default();
     let timeout = task.info.timeout_secs;
+    let (tenant, agent) = (task.tenant_id.clone(), task.agent_id.clone());
     let steps = run_steps(state, task, sandbox, cancel, current.clone());
-    let outcome = match timeout {
-        Some(secs) => match tokio::time::timeout(Duration::from_secs(secs), steps).await {
-            Ok(ended) => ended,
-            Err(_) => Ended::TimedOut,
-        },
-        None => steps.await,
+    let limited = async {
+        match timeout {
+            Some(secs) => match tokio::time::timeout(Duration::from_secs(secs), steps).await {
+                Ok(ended) => ended,
+                Err(_) => Ended::TimedOut,
+            },
+            None => steps.await,
+        }
     };
-    if matches!(outcome, Ended::TimedOut | Ended::Cancelled) {
+    let outcome = tokio::select! {
+        ended = limited => ended,
+        why = watch_budget(state, &tenant, &agent) => Ended::OverBudget(why),
+    };
+    if matches!(
+        outcome,
+        Ended::TimedOut | Ended::Cancelled | Ended::OverBudget(_)
+    ) {
         // Whatever step was under way ends with the task.
         let session = *lock(&current);
         if let Some(session) = session {
@@ -476,6 +524,16 @@ async fn finish_attempt(state: &AppState, task: &TaskRow, ended: Ended) {
                 .transition_task(tenant, id, &from, TaskState::TimedOut, Some(&reason))
                 .await;
             ("task.timed_out", json!({ "reason": reason }))
+        }
+        Ended::OverBudget(why) => {
+            let _ = state
+                .store
+                .transition_task(tenant, id, &from, TaskState::Failed, Some(&why))
+                .await;
+            (
+                "task.failed",
+                json!({ "attempt": task.info.attempt, "reason": why }),
+            )
         }
         Ended::Cancelled if state.shutdown.is_cancelled() => {
             // Stopped by a shutdown: left `running`, so the next start

@@ -173,3 +173,53 @@ async fn a_restart_mid_queue_loses_no_task() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_task_over_its_agents_budget_is_stopped() {
+    within_for(Duration::from_secs(90), async {
+        // Sandbox time at $36 an hour: a cent every second.
+        let cp = ControlPlane::start_with(&[("PADDOCK_SANDBOX_MICROS_PER_HOUR", "36000000")]).await?;
+        let _sb = cp.add_sandbox("worker").await?;
+        post(&cp, "/v1/agents", json!({ "name": "spender" })).await?;
+        let (status, text) = cp
+            .api()
+            .raw(
+                Method::PUT,
+                "/v1/agents/spender/limits",
+                Some(json!({ "budget_hourly_micros": 30000 })),
+            )
+            .await?;
+        ensure!(status.is_success(), "limits: {status} {text}");
+        let task = post(
+            &cp,
+            "/v1/tasks",
+            json!({ "agent": "spender", "steps": [{ "kind": "run", "command": "sleep", "args": ["60"] }] }),
+        )
+        .await?;
+        let id = task["id"].as_str().context("no id")?.to_owned();
+        let failed = wait_state(&cp, &id, "failed", Duration::from_secs(30)).await?;
+        ensure!(
+            failed["reason"].as_str().is_some_and(|r| r.starts_with("budget_exceeded")),
+            "the task should stop for its budget: {failed}"
+        );
+        // The next task of that agent is held: the budget is used up.
+        let next = post(
+            &cp,
+            "/v1/tasks",
+            json!({ "agent": "spender", "steps": [{ "kind": "run", "command": "true" }] }),
+        )
+        .await?;
+        let next_id = next["id"].as_str().context("no id")?.to_owned();
+        let held = wait_until("the next task to be held", Duration::from_secs(10), || async {
+            let t = get(&cp, &format!("/v1/tasks/{next_id}")).await?;
+            Ok(t["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("budget_exceeded"))
+                .then_some(t))
+        })
+        .await?;
+        ensure!(held["state"] == "pending", "held, not run: {held}");
+        Ok(())
+    })
+    .await;
+}
