@@ -37,6 +37,10 @@ pub struct Config {
     /// Serve plain HTTP on an address other than loopback: only behind a
     /// proxy that terminates TLS (such as Fly's).
     pub allow_plain_http: bool,
+    /// API requests a second each token may make, sustained (GCRA).
+    pub api_rate_per_sec: u32,
+    /// API requests one token may make at once before the rate applies.
+    pub api_burst: u32,
     /// The owner's API token on a fresh database (`PADDOCK_BOOTSTRAP_TOKEN`).
     #[serde(skip)]
     pub bootstrap_token: Option<String>,
@@ -61,6 +65,8 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             allow_plain_http: false,
+            api_rate_per_sec: 50,
+            api_burst: 100,
             bootstrap_token: None,
             owner_token: None,
         }
@@ -82,6 +88,8 @@ impl fmt::Debug for Config {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("allow_plain_http", &self.allow_plain_http)
+            .field("api_rate_per_sec", &self.api_rate_per_sec)
+            .field("api_burst", &self.api_burst)
             .field(
                 "bootstrap_token",
                 &self.bootstrap_token.as_ref().map(|_| "<redacted>"),
@@ -183,6 +191,10 @@ impl Config {
                 "PADDOCK_ALLOW_PLAIN_HTTP" => {
                     config.allow_plain_http = parse_bool("PADDOCK_ALLOW_PLAIN_HTTP", &value)?
                 }
+                "PADDOCK_API_RATE_PER_SEC" => {
+                    config.api_rate_per_sec = parse("PADDOCK_API_RATE_PER_SEC", &value)?
+                }
+                "PADDOCK_API_BURST" => config.api_burst = parse("PADDOCK_API_BURST", &value)?,
                 _ => {}
             }
         }
@@ -233,6 +245,17 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     key: "database_url",
                     message: "use a sqlite:// path or a postgres:// URL".into(),
+                });
+            }
+        }
+        for (key, value) in [
+            ("api_rate_per_sec", self.api_rate_per_sec),
+            ("api_burst", self.api_burst),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be at least 1".into(),
                 });
             }
         }
@@ -477,6 +500,29 @@ mod tests {
             config.tls(),
             Some((Path::new("/c.pem"), Path::new("/k.pem")))
         );
+    }
+
+    #[test]
+    fn api_rate_limits_come_from_the_environment_and_are_at_least_1() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("PADDOCK_API_RATE_PER_SEC", "5"),
+                ("PADDOCK_API_BURST", "10"),
+            ]),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!((config.api_rate_per_sec, config.api_burst), (5, 10));
+        let defaults = Config::default();
+        assert_eq!((defaults.api_rate_per_sec, defaults.api_burst), (50, 100));
+        for (var, key) in [
+            ("PADDOCK_API_RATE_PER_SEC", "api_rate_per_sec"),
+            ("PADDOCK_API_BURST", "api_burst"),
+        ] {
+            let err = Config::load(None, env(&[(var, "0")]), Overrides::default()).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{err}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod fanout;
 pub mod governance;
 mod hub;
 mod persist;
+mod ratelimit;
 mod retention;
 pub mod routes;
 mod scheduler;
@@ -53,6 +54,8 @@ pub struct AppState {
     governance: governance::Governance,
     hub: Arc<Hub>,
     config: Arc<Config>,
+    /// Request-rate limits per API token, checked by `routes::authorize`.
+    rate_limit: Arc<ratelimit::ApiRateLimiter>,
     /// Output and exits on their way to the store, in arrival order.
     tx_persist: tokio::sync::mpsc::Sender<persist::PersistMsg>,
     shutdown: CancellationToken,
@@ -123,6 +126,10 @@ impl App {
             scheduler: Arc::default(),
             governance,
             hub,
+            rate_limit: Arc::new(ratelimit::ApiRateLimiter::new(
+                config.api_rate_per_sec,
+                config.api_burst,
+            )),
             config: Arc::new(config),
             tx_persist,
             shutdown,

@@ -385,6 +385,11 @@ async fn authorize(
         Ok(principal) => principal,
         Err(err) => return err.into_response(),
     };
+    // Counted before the role check: a token hammering routes it may not
+    // use is still hammering.
+    if let Err(throttled) = state.rate_limit.check(&principal.token_id) {
+        return throttled.into_response();
+    }
     if !permission.allows(principal.role) {
         return ApiError::new(
             paddock_protocol::ErrorCode::Forbidden,

@@ -40,6 +40,9 @@ async fn a_restricted_agents_task_waits_for_approval_then_runs() {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_owned(),
         heartbeat_ms: 1000,
+        // These tests call the API hard; the rate limit has its own test.
+        api_rate_per_sec: 100_000,
+        api_burst: 100_000,
         bootstrap_token: Some(OWNER.to_owned()),
         ..Config::default()
     };

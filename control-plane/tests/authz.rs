@@ -60,6 +60,9 @@ async fn start(postgres: bool) -> Server {
         data_dir: dir.path().to_owned(),
         database_url,
         heartbeat_ms: 1000,
+        // These tests call the API hard; the rate limit has its own test.
+        api_rate_per_sec: 100_000,
+        api_burst: 100_000,
         bootstrap_token: Some(OWNER_TOKEN.to_owned()),
         ..Config::default()
     };

@@ -195,6 +195,9 @@ async fn spawn_serve(
         .arg(data_dir)
         .env("PADDOCK_BOOTSTRAP_TOKEN", token)
         .env("PADDOCK_HEARTBEAT_MS", HEARTBEAT_MS.to_string())
+        // Tests poll the API hard; the per-token rate limit has its own test.
+        .env("PADDOCK_API_RATE_PER_SEC", "100000")
+        .env("PADDOCK_API_BURST", "100000")
         .env("RUST_LOG", "info");
     for (key, value) in env {
         cmd.env(key, value);
@@ -251,6 +254,8 @@ impl Up {
             .arg("--sandboxes")
             .arg(sandboxes.to_string())
             .env("PADDOCK_HEARTBEAT_MS", HEARTBEAT_MS.to_string())
+            .env("PADDOCK_API_RATE_PER_SEC", "100000")
+            .env("PADDOCK_API_BURST", "100000")
             .env("RUST_LOG", "info");
         let mut proc = Proc::spawn("control-plane-up", cmd)?;
         // `up` prints its lines ready to paste into a shell: `export NAME=…`.

@@ -355,6 +355,8 @@ async fn idle_memory(synchronous: &str, agents: usize) -> Result<IdleMemory> {
     let cp = ControlPlane::start_with(&[
         ("PADDOCK_SQLITE_SYNCHRONOUS", synchronous),
         ("PADDOCK_HEARTBEAT_MS", "600000"),
+        ("PADDOCK_API_RATE_PER_SEC", "100000"),
+        ("PADDOCK_API_BURST", "100000"),
         ("RUST_LOG", "warn"),
     ])
     .await?;
