@@ -193,6 +193,18 @@ async fn run(state: AppState, sandbox: SandboxRow, socket: WebSocket) {
         return;
     }
     info!(peer = %hello.peer, sessions = live.len(), "agent connected");
+    let about = crate::events::About {
+        sandbox_id: Some(sandbox.id.clone()),
+        ..Default::default()
+    };
+    state.events.publish(
+        &sandbox.tenant_id,
+        "sandbox.connected",
+        about.clone(),
+        serde_json::json!({ "peer": hello.peer, "sessions": live.len() }),
+    );
+    // A newly connected sandbox may take queued tasks.
+    state.scheduler.wake();
 
     let writer = state
         .tracker
@@ -207,7 +219,18 @@ async fn run(state: AppState, sandbox: SandboxRow, socket: WebSocket) {
     }
     drop(tx_out);
 
-    state.hub.unregister(&sandbox.id, conn_id);
+    if state.hub.unregister(&sandbox.id, conn_id) {
+        let reason = match &reason {
+            Ok(()) => "disconnected".to_owned(),
+            Err(reason) => reason.clone(),
+        };
+        state.events.publish(
+            &sandbox.tenant_id,
+            "sandbox.lost",
+            about,
+            serde_json::json!({ "reason": reason }),
+        );
+    }
     // Every request still waiting on this connection fails now.
     link.pending
         .lock()
@@ -509,6 +532,16 @@ async fn handle_message(
             }
             debug!(session.id = %session_id, status = %status, "session exited");
             log.finish(Ending::Exited(status));
+            state.events.publish(
+                &sandbox.tenant_id,
+                "session.closed",
+                crate::events::About {
+                    sandbox_id: Some(sandbox.id.clone()),
+                    session_id: Some(session_id),
+                    ..Default::default()
+                },
+                serde_json::json!({ "status": status, "end_offset": end_offset }),
+            );
             // Stored after the session's output; agentd forgets the session
             // only once this is committed (`exit_recorded`).
             persist(state, PersistMsg::Exit { log, status }).await?;

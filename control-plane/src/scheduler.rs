@@ -186,6 +186,18 @@ async fn dispatch(state: &AppState, system: &SystemStore, owner: &str) -> crate:
                     )
                     .await;
                 event(state, &task, "task.held", json!({ "reason": refusal })).await;
+                // Governance refusals are audited, with the system as the actor.
+                let _ = state
+                    .store
+                    .audit(
+                        &tenant,
+                        "system",
+                        "system",
+                        "governance.refused",
+                        &format!("task/{}", task.info.id),
+                        &json!({ "action": "task_execution", "agent": task.agent_id, "reason": refusal }),
+                    )
+                    .await;
             }
             continue;
         }

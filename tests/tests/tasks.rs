@@ -223,3 +223,96 @@ async fn a_running_task_over_its_agents_budget_is_stopped() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_lost_mid_task_is_retried_on_another() {
+    within_for(Duration::from_secs(90), async {
+        let cp = ControlPlane::start().await?;
+        let mut first = cp.add_sandbox("first").await?;
+        let mut second = cp.add_sandbox("second").await?;
+        post(&cp, "/v1/agents", json!({ "name": "dev-agent" })).await?;
+        let task = post(
+            &cp,
+            "/v1/tasks",
+            json!({
+                "agent": "dev-agent",
+                "steps": [{ "kind": "run", "command": "sh", "args": ["-c", "sleep 2; echo finished"] }],
+                "retry": { "attempts": 2 }
+            }),
+        )
+        .await?;
+        let id = task["id"].as_str().context("no id")?.to_owned();
+        let running = wait_state(&cp, &id, "running", Duration::from_secs(20)).await?;
+        let lost_on = running["sandbox_id"].as_str().context("no sandbox")?.to_owned();
+        // The sandbox running it goes away for good.
+        if lost_on == first.id() {
+            first.agentd.kill();
+        } else {
+            second.agentd.kill();
+        }
+        let done = wait_state(&cp, &id, "succeeded", Duration::from_secs(45)).await?;
+        ensure!(done["sandbox_id"] != lost_on.as_str(), "retried on the lost sandbox: {done}");
+        ensure!(done["attempt"] == 2, "two attempts expected: {done}");
+        let kinds = event_kinds(&cp, &id).await?;
+        ensure!(kinds.iter().any(|k| k == "task.retrying"), "{kinds:?}");
+        let results = done["results"].as_array().context("no results")?;
+        ensure!(
+            results.iter().any(|r| r["error"].as_str().is_some_and(|e| e.contains("lost"))),
+            "the first attempt should be recorded as lost: {done}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_stream_tells_a_tasks_story() {
+    within_for(Duration::from_secs(60), async {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+        let cp = ControlPlane::start().await?;
+        let mut request =
+            format!("{}/v1/events", cp.url().replacen("http", "ws", 1)).into_client_request()?;
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {}", cp.token()).parse()?);
+        let (mut events, _) = tokio_tungstenite::connect_async(request).await?;
+        let _sb = cp.add_sandbox("worker").await?;
+        post(&cp, "/v1/agents", json!({ "name": "dev-agent" })).await?;
+        post(
+            &cp,
+            "/v1/tasks",
+            json!({ "agent": "dev-agent", "steps": [{ "kind": "run", "command": "true" }] }),
+        )
+        .await?;
+        let mut seen = Vec::new();
+        let wanted = [
+            "sandbox.connected",
+            "task.submitted",
+            "task.started",
+            "session.opened",
+            "task.step.started",
+            "session.closed",
+            "task.succeeded",
+        ];
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(msg) = events.next().await {
+                let msg = msg?;
+                let Ok(text) = msg.to_text() else { continue };
+                let event: Value = serde_json::from_str(text)?;
+                if let Some(kind) = event["kind"].as_str() {
+                    seen.push(kind.to_owned());
+                }
+                if wanted.iter().all(|w| seen.iter().any(|s| s == w)) {
+                    return anyhow::Ok(());
+                }
+            }
+            anyhow::bail!("the events stream ended")
+        })
+        .await
+        .with_context(|| format!("events seen: {seen:?}"))??;
+        Ok(())
+    })
+    .await;
+}
