@@ -110,7 +110,8 @@ async fn a_restricted_agents_task_waits_for_approval_then_runs() {
     );
     let id = task["id"].as_str().unwrap().to_owned();
 
-    // It does not run by itself.
+    // It does not run by itself: three scheduler scans (every 500 ms) pass
+    // and it still waits. A wait is the only way to observe an absence.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (_, still) = call(
         &http,
