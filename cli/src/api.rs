@@ -186,6 +186,9 @@ pub fn describe_failure(status: StatusCode, body: &[u8], target: &Target) -> Str
         ErrorCode::QuotaExceeded | ErrorCode::BudgetExceeded => format!(
             "refused by governance ({said}): wait as it says, or ask an admin to raise the limit (`paddock agents limits`)"
         ),
+        ErrorCode::Unavailable => format!(
+            "the control plane cannot reach its database ({said}): check the database, then retry"
+        ),
         ErrorCode::AgentRestricted => format!(
             "the agent is restricted ({said}): its tasks wait for approval (`paddock tasks approve ID`)"
         ),

@@ -25,6 +25,7 @@ use crate::fanout::{Ending, SessionLog};
 use crate::hub::{AckSlot, AgentLink, AgentReply, HubError, Outgoing};
 use crate::persist::PersistMsg;
 use crate::store::SandboxRow;
+use crate::telemetry::{self, ConnectionGauge};
 use crate::{clock, AppState};
 
 /// How long a fresh connection may take to say hello.
@@ -95,6 +96,7 @@ pub fn truncate(s: &str, max: usize) -> String {
 }
 
 async fn run(state: AppState, sandbox: SandboxRow, socket: WebSocket) {
+    let _open = ConnectionGauge::open("agent");
     let (mut sink, mut stream) = socket.split();
 
     // Handshake: the first frame must be a hello in a version we speak.
@@ -390,6 +392,8 @@ async fn read_loop(
                 let offset = frame.offset;
                 // The received frame is kept as is and forwarded to every watcher.
                 if let Some(appended) = log.append(offset, bytes) {
+                    metrics::counter!(telemetry::OUTPUT_BYTES, "direction" => "in")
+                        .increment(appended.data.len() as u64);
                     if let Some((from, to, reason)) = appended.hole {
                         persist(
                             state,

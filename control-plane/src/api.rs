@@ -38,6 +38,24 @@ pub async fn health() -> Json<Health> {
     })
 }
 
+/// `GET /readyz`: ready only when the database answers (migrations ran at
+/// start, before the listener served anything). `/healthz` stays liveness.
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    match state.store.ping().await {
+        Ok(()) => Ok(Json(Health {
+            status: "ready".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        })),
+        Err(err) => {
+            tracing::warn!(error = %err, "not ready: the database does not answer");
+            Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the database does not answer; see the control plane's log",
+            ))
+        }
+    }
+}
+
 fn sandbox_info(state: &AppState, row: &SandboxRow) -> SandboxInfo {
     let link = state.hub.link(&row.id);
     row.to_info(link.is_some(), link.map(|l| clock::rfc3339(l.last_seen())))

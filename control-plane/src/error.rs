@@ -59,6 +59,7 @@ impl ApiError {
             ErrorCode::PathEscape => StatusCode::BAD_REQUEST,
             ErrorCode::QuotaExceeded | ErrorCode::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::AgentRestricted => StatusCode::FORBIDDEN,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NonFastForward | ErrorCode::Cancelled => StatusCode::CONFLICT,
             ErrorCode::UnsupportedVersion => StatusCode::BAD_REQUEST,
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,

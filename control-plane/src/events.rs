@@ -69,6 +69,7 @@ pub async fn stream(
 }
 
 async fn follow(state: AppState, principal: Principal, mut socket: WebSocket) {
+    let _open = crate::telemetry::ConnectionGauge::open("events");
     let mut rx = state.events.subscribe();
     loop {
         let next = tokio::select! {

@@ -231,6 +231,14 @@ impl Hub {
             .clone()
     }
 
+    /// Sessions whose log has not ended yet.
+    pub fn live_sessions(&self) -> usize {
+        lock(&self.logs)
+            .values()
+            .filter(|log| log.snapshot().ending.is_none())
+            .count()
+    }
+
     pub fn remove_log(&self, id: SessionId) {
         lock(&self.logs).remove(&id);
     }

@@ -26,6 +26,7 @@ mod scheduler;
 pub mod store;
 mod stream;
 mod tasks_api;
+mod telemetry;
 pub mod tls;
 mod tools;
 pub mod up;
@@ -117,6 +118,7 @@ impl App {
             Duration::from_secs(config.retention_interval_secs),
             shutdown.clone(),
         );
+        telemetry::spawn_upkeep(shutdown.clone());
         let governance = governance::Governance::new(store.clone());
         let state = AppState {
             store,

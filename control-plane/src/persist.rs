@@ -134,6 +134,7 @@ impl Batch {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+        metrics::counter!(crate::telemetry::STORED_BYTES).increment(self.bytes as u64);
         for (write, log) in self.writes.iter().zip(&self.logs) {
             log.set_durable(write.stored_offset);
             if let Some(link) = hub.link(&log.sandbox_id) {

@@ -12,7 +12,7 @@ use axum::Router;
 use paddock_protocol::admin::Role;
 
 use crate::error::ApiError;
-use crate::{admin, agent_conn, api, events, stream, tasks_api, tools, AppState};
+use crate::{admin, agent_conn, api, events, stream, tasks_api, telemetry, tools, AppState};
 
 /// What a route requires of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -150,6 +150,8 @@ const fn route(
 /// Every route the control plane serves.
 pub const ROUTES: &[Route] = &[
     route("GET", "/healthz", Permission::Public, false),
+    route("GET", "/readyz", Permission::Public, false),
+    route("GET", "/metrics", Permission::Public, false),
     route("GET", "/v1/agent/connect", Permission::SandboxToken, false),
     route("GET", "/v1/whoami", Permission::Authenticated, false),
     route("GET", "/v1/sandboxes", Permission::ReadSandboxes, false),
@@ -289,6 +291,8 @@ pub const ROUTES: &[Route] = &[
 fn handler(route: &Route) -> MethodRouter<AppState> {
     match (route.method, route.path) {
         ("GET", "/healthz") => get(api::health),
+        ("GET", "/readyz") => get(api::ready),
+        ("GET", "/metrics") => get(telemetry::render),
         ("GET", "/v1/agent/connect") => get(agent_conn::connect),
         ("GET", "/v1/whoami") => get(admin::whoami),
         ("GET", "/v1/sandboxes") => get(api::list_sandboxes),
@@ -343,11 +347,10 @@ pub fn router(state: AppState) -> Router {
         }
         let mut methods: Option<MethodRouter<AppState>> = None;
         for route in ROUTES.iter().filter(|r| r.path == path) {
-            let permission = route.permission;
             let guarded = handler(route).route_layer(from_fn_with_state(
                 state.clone(),
                 move |State(state): State<AppState>, req: Request, next: Next| {
-                    authorize(state, permission, req, next)
+                    observe(route, authorize(state, route.permission, req, next))
                 },
             ));
             methods = Some(match methods {
@@ -368,6 +371,30 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .with_state(state)
+}
+
+/// Counts a request of `route` by status and times it, refusals included.
+async fn observe(
+    route: &'static Route,
+    run: impl std::future::Future<Output = Response>,
+) -> Response {
+    let started = std::time::Instant::now();
+    let response = run.await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(
+        telemetry::HTTP_REQUESTS,
+        "route" => route.path,
+        "method" => route.method,
+        "status" => status
+    )
+    .increment(1);
+    metrics::histogram!(
+        telemetry::HTTP_REQUEST_DURATION,
+        "route" => route.path,
+        "method" => route.method
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// Authenticates the caller, checks the route's permission, resolves the

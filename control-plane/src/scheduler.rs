@@ -21,7 +21,7 @@ use crate::events::About;
 use crate::fanout::Ending;
 use crate::hub::AgentReply;
 use crate::store::{SandboxRow, SystemStore, TaskRow};
-use crate::{clock, AppState};
+use crate::{clock, telemetry, AppState};
 
 /// How often the queue is scanned when nothing wakes the scheduler.
 const SCAN_INTERVAL: Duration = Duration::from_millis(500);
@@ -175,6 +175,9 @@ async fn dispatch(state: &AppState, system: &SystemStore, owner: &str) -> crate:
         if let Some(refusal) = crate::tasks_api::dispatch_refusal(state, &task, now).await {
             // Stays queued; the reason tells why (once per change).
             if task.info.reason.as_deref() != Some(refusal.as_str()) {
+                // Counted once per change of reason, like the audit below.
+                let code = refusal.split(':').next().unwrap_or_default().to_owned();
+                metrics::counter!(telemetry::GOVERNANCE_REFUSALS, "reason" => code).increment(1);
                 let _ = state
                     .store
                     .transition_task(
@@ -405,6 +408,9 @@ async fn run_steps(
                         )
                         .await
                     {
+                        let code = err.refusal().map_or("unavailable", |r| r.code());
+                        metrics::counter!(telemetry::GOVERNANCE_REFUSALS, "reason" => code)
+                            .increment(1);
                         let why = format!("step {step_no}: push refused: {err}");
                         result.error = Some(why.clone());
                         task.info.results.push(result);
@@ -580,6 +586,16 @@ async fn finish_attempt(state: &AppState, task: &TaskRow, ended: Ended) {
             }
         }
     };
+    let final_state = match kind {
+        "task.succeeded" => Some("succeeded"),
+        "task.timed_out" => Some("timed_out"),
+        "task.failed" => Some("failed"),
+        "task.cancelled" => Some("cancelled"),
+        _ => None,
+    };
+    if let Some(final_state) = final_state {
+        metrics::counter!(telemetry::TASKS, "state" => final_state).increment(1);
+    }
     info!(task.id = %id, kind, "task attempt ended");
     event(state, task, kind, detail).await;
 }

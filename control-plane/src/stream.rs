@@ -98,6 +98,7 @@ async fn run(
     query: StreamQuery,
     socket: WebSocket,
 ) {
+    let _open = crate::telemetry::ConnectionGauge::open("client");
     let (mut sink, mut stream) = socket.split();
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await {
         Ok(Some(Ok(Message::Text(text)))) => match ClientToControl::decode(&text) {
@@ -313,6 +314,8 @@ async fn write_loop(
                                 return;
                             }
                         }
+                        metrics::counter!(crate::telemetry::OUTPUT_BYTES, "direction" => "out")
+                            .increment(data.len() as u64);
                         cursor = offset + data.len() as u64;
                         sent += data.len();
                     }
@@ -408,6 +411,7 @@ async fn skip_ahead(
         to = offset,
         "live client fell behind; skipping ahead"
     );
+    metrics::counter!(crate::telemetry::WATCHER_SKIPS).increment(1);
     let gap = ControlToClient::Gap {
         from: cursor,
         to: offset,

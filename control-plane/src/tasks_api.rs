@@ -582,6 +582,8 @@ pub async fn govern_push(
     {
         Ok(()) => Ok(()),
         Err(err) => {
+            let code = err.refusal().map_or("unavailable", |r| r.code());
+            metrics::counter!(crate::telemetry::GOVERNANCE_REFUSALS, "reason" => code).increment(1);
             if let Some(refusal) = err.refusal() {
                 record(state, principal, "governance.refused", &format!("agent/{agent_id}"), json!({ "action": "push", "reason": refusal.code(), "message": refusal.to_string() })).await;
             }

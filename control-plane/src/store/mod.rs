@@ -258,6 +258,12 @@ impl Store {
         self.backend
     }
 
+    /// One round trip to the database.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// A transaction in which every statement sees only `tenant`'s rows
     /// (enforced by row-level security on PostgreSQL).
     pub async fn begin(&self, tenant: &str) -> Result<Transaction<'static, Any>> {

@@ -293,6 +293,8 @@ pub enum ErrorCode {
     BudgetExceeded,
     /// Governance: the agent's reputation restricts it (HTTP 403).
     AgentRestricted,
+    /// A dependency (the database) does not answer (HTTP 503).
+    Unavailable,
     /// A code this build does not know, from a newer peer.
     #[serde(other)]
     Unknown,
@@ -321,6 +323,7 @@ impl ErrorCode {
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::BudgetExceeded => "budget_exceeded",
             ErrorCode::AgentRestricted => "agent_restricted",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unknown => "unknown",
         }
     }
