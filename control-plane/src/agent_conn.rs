@@ -212,6 +212,10 @@ async fn run(state: AppState, sandbox: SandboxRow, socket: WebSocket) {
         .tracker
         .spawn(write_loop(sink, rx_out, link.acks.clone()));
     let reason = read_loop(&state, &sandbox, &link, &mut stream).await;
+    if state.shutdown.is_cancelled() {
+        // Tell agentd why, so it reconnects to the next instance at once.
+        let _ = tx_out.try_send(Outgoing::Close(1001, "control plane shutting down".into()));
+    }
     match &reason {
         Ok(()) => info!("agent disconnected"),
         Err(reason) => {

@@ -93,6 +93,12 @@ impl ControlPlane {
         self.proc.kill();
     }
 
+    /// SIGTERMs the server and waits (at most `limit`) for it to exit.
+    pub async fn terminate(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
+        self.proc.signal(nix::sys::signal::Signal::SIGTERM)?;
+        self.proc.wait_exit(limit).await
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

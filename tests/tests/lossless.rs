@@ -154,6 +154,51 @@ async fn exec_output_survives_a_sigkilled_control_plane() {
     .await;
 }
 
+/// A graceful restart (SIGTERM, as Fly sends it before `kill_timeout`): the
+/// control plane exits in time, and its successor's stored stream and the
+/// reconnecting `paddock exec` are byte-exact, like after a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_output_survives_a_graceful_restart() {
+    within_for(LIMIT, async {
+        let mut cp = ControlPlane::start().await?;
+        let sb = cp.add_sandbox("cp-drained").await?;
+        let expected = seq_output(SEQ_N);
+        let n = SEQ_N.to_string();
+        let mut exec = cp.paddock_proc(&["exec", sb.name(), "--", "seq", "1", &n])?;
+        exec.stdout
+            .wait_len(4 * MIB as usize, Duration::from_secs(120))
+            .await
+            .with_context(|| exec.logs())?;
+        // fly.toml gives 30 s; the control plane needs far less.
+        let status = cp.terminate(Duration::from_secs(15)).await?;
+        ensure!(
+            status.success(),
+            "the control plane ended with {status} on SIGTERM\n{}",
+            cp.logs()
+        );
+        cp.restart().await?;
+
+        let status = exec.wait_exit(Duration::from_secs(240)).await?;
+        let stdout = exec.stdout.bytes();
+        ensure!(
+            sha256_hex(&stdout) == sha256_hex(&expected),
+            "exec's stdout differs after a graceful restart: {}",
+            first_difference(&stdout, &expected)
+        );
+        ensure!(
+            status.success(),
+            "exec ended with {status}\n{}",
+            exec.logs()
+        );
+        let api = cp.api();
+        let session = only_session(&api, sb.id()).await?;
+        let session = wait_session_exited(&api, sb.id(), session.id).await?;
+        check_stored_exactly(&api, sb.id(), session.id, &expected).await?;
+        Ok(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_stream_survives_cuts_of_the_agent_link() {
     within_for(LIMIT, async {

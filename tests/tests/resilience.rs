@@ -138,3 +138,54 @@ async fn session_environment_has_no_agentd_variables() {
     })
     .await;
 }
+
+/// agentd on SIGTERM hangs up its sessions and reports how they ended
+/// before it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agentd_on_sigterm_hangs_up_sessions_and_reports_their_exit() {
+    paddock_tests::within(async {
+        let cp = ControlPlane::start().await?;
+        let mut sb = cp.add_sandbox("drain").await?;
+        let api = cp.api();
+        let session = api
+            .open_sh(
+                sb.id(),
+                "trap 'echo got-hup; exit 7' HUP; echo ready; while true; do sleep 0.1; done",
+            )
+            .await?;
+        paddock_tests::wait_until(
+            "the session to be ready",
+            Duration::from_secs(20),
+            || async {
+                let out = api.output(sb.id(), session.id, None, None).await?;
+                Ok(String::from_utf8_lossy(&out.bytes)
+                    .contains("ready")
+                    .then_some(()))
+            },
+        )
+        .await?;
+        sb.agentd.signal(nix::sys::signal::Signal::SIGTERM)?;
+        let status = sb.agentd.wait_exit(Duration::from_secs(10)).await?;
+        anyhow::ensure!(status.success(), "agentd ended with {status} on SIGTERM");
+        let info = paddock_tests::wait_until(
+            "the exit to be recorded",
+            Duration::from_secs(20),
+            || async {
+                let info = api.session(sb.id(), session.id).await?;
+                Ok(info.exit.is_some().then_some(info))
+            },
+        )
+        .await?;
+        anyhow::ensure!(
+            info.exit == Some(paddock_tests::proto::ExitStatus::code(7)),
+            "the session should have ended by its HUP trap: {info:?}"
+        );
+        let out = api.output(sb.id(), session.id, None, None).await?;
+        anyhow::ensure!(
+            String::from_utf8_lossy(&out.bytes).contains("got-hup"),
+            "the session's last words were lost"
+        );
+        Ok(())
+    })
+    .await;
+}
