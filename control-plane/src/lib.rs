@@ -18,6 +18,7 @@ mod events;
 mod fanout;
 pub mod governance;
 mod hub;
+mod openapi;
 mod persist;
 mod ratelimit;
 mod retention;

@@ -151,6 +151,7 @@ const fn route(
 pub const ROUTES: &[Route] = &[
     route("GET", "/healthz", Permission::Public, false),
     route("GET", "/readyz", Permission::Public, false),
+    route("GET", "/v1/openapi.json", Permission::Public, false),
     route("GET", "/metrics", Permission::Public, false),
     route("GET", "/v1/agent/connect", Permission::SandboxToken, false),
     route("GET", "/v1/whoami", Permission::Authenticated, false),
@@ -292,6 +293,7 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
     match (route.method, route.path) {
         ("GET", "/healthz") => get(api::health),
         ("GET", "/readyz") => get(api::ready),
+        ("GET", "/v1/openapi.json") => get(crate::openapi::serve),
         ("GET", "/metrics") => get(telemetry::render),
         ("GET", "/v1/agent/connect") => get(agent_conn::connect),
         ("GET", "/v1/whoami") => get(admin::whoami),

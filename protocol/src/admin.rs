@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// What an API token may do. Ordered from most to least powerful for
 /// display only; permissions are checked per route, not by order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Everything, across tenants: the platform operator.
@@ -49,7 +49,7 @@ impl Role {
 }
 
 /// `POST /v1/tenants` (owner only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateTenant {
     pub name: String,
     /// Days terminal output is kept; forever when absent.
@@ -58,7 +58,7 @@ pub struct CreateTenant {
 }
 
 /// `PATCH /v1/tenants/{tenant}` (owner, or an admin of that tenant).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateTenant {
     /// A new retention in days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,7 +68,7 @@ pub struct UpdateTenant {
     pub keep_forever: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantInfo {
     pub id: String,
     pub name: String,
@@ -77,20 +77,20 @@ pub struct TenantInfo {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantList {
     pub tenants: Vec<TenantInfo>,
 }
 
 /// `POST /v1/users`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateUser {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserInfo {
     pub id: String,
     pub tenant_id: String,
@@ -100,13 +100,13 @@ pub struct UserInfo {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserList {
     pub users: Vec<UserInfo>,
 }
 
 /// `POST /v1/tokens`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateToken {
     /// A label for people, e.g. `ci` or `alice-laptop`.
     pub name: String,
@@ -122,7 +122,7 @@ pub struct CreateToken {
     pub agent: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenInfo {
     pub id: String,
     pub tenant_id: String,
@@ -138,19 +138,19 @@ pub struct TokenInfo {
 }
 
 /// Response to `POST /v1/tokens`: the only time the secret is shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenCreated {
     pub token: String,
     pub info: TokenInfo,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenList {
     pub tokens: Vec<TokenInfo>,
 }
 
 /// `GET /v1/whoami`: the caller as the control plane sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WhoAmI {
     pub token_id: String,
     pub token_name: String,
@@ -159,7 +159,7 @@ pub struct WhoAmI {
 }
 
 /// One audit record: who did what to which resource, when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
     pub id: i64,
     pub tenant_id: String,
@@ -176,7 +176,7 @@ pub struct AuditEvent {
 }
 
 /// `GET /v1/audit`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditList {
     pub events: Vec<AuditEvent>,
 }

@@ -10,19 +10,19 @@ use crate::messages::{ErrorCode, StreamMode};
 use crate::terminal::{ExitStatus, Signal, TermSize};
 
 /// The one error shape of the HTTP API: `{"error":{"code":"...","message":"..."}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     pub code: ErrorCode,
     pub message: String,
 }
 
 /// `POST /v1/sandboxes`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterSandbox {
     pub name: String,
     #[serde(default)]
@@ -30,7 +30,7 @@ pub struct RegisterSandbox {
 }
 
 /// Response to `POST /v1/sandboxes`: the only time the agentd token is shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxRegistered {
     pub sandbox: SandboxInfo,
     /// The token agentd presents as `Authorization: Bearer`; stored hashed.
@@ -38,14 +38,14 @@ pub struct SandboxRegistered {
 }
 
 /// Whether a sandbox's agentd holds its connection to the control plane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxStatus {
     Connected,
     Disconnected,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxInfo {
     pub id: SandboxId,
     pub name: String,
@@ -62,13 +62,13 @@ pub struct SandboxInfo {
 }
 
 /// `GET /v1/sandboxes`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxList {
     pub sandboxes: Vec<SandboxInfo>,
 }
 
 /// `POST /v1/sandboxes/{id}/sessions`
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenSessionRequest {
     /// The program; the sandbox's default shell when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,7 +84,7 @@ pub struct OpenSessionRequest {
     pub size: Option<TermSize>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
     /// The control plane asked agentd to start it and awaits the answer.
@@ -95,7 +95,7 @@ pub enum SessionState {
     Lost,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {
     pub id: SessionId,
     pub sandbox_id: SandboxId,
@@ -122,25 +122,25 @@ pub struct SessionInfo {
 }
 
 /// `GET /v1/sandboxes/{id}/sessions`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionList {
     pub sessions: Vec<SessionInfo>,
 }
 
 /// `POST /v1/sandboxes/{id}/sessions/{session}/signal`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignalRequest {
     pub signal: Signal,
 }
 
 /// `POST /v1/sandboxes/{id}/sessions/{session}/resize`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResizeRequest {
     pub size: TermSize,
 }
 
 /// Query of `GET /v1/sandboxes/{id}/sessions/{session}/stream`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamQuery {
     #[serde(default = "default_mode")]
     pub mode: StreamMode,
@@ -157,7 +157,9 @@ pub struct StreamQuery {
 /// output in `[from, to)` as `application/octet-stream`. Holes in that range
 /// are listed in the `x-paddock-gaps` response header as `from-to` pairs
 /// separated by commas; the body holds the bytes that exist, in order.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize,
+)]
 pub struct OutputQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<u64>,
@@ -169,7 +171,7 @@ pub struct OutputQuery {
     pub format: Option<OutputFormat>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     Raw,
@@ -198,7 +200,7 @@ fn default_mode() -> StreamMode {
 }
 
 /// `GET /healthz`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     pub status: String,
     pub version: String,

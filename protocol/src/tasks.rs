@@ -10,7 +10,7 @@ use crate::terminal::ExitStatus;
 use crate::tools::ToolCall;
 
 /// One step of a task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Step {
     /// A command in a PTY session: watchable live, output stored like any session.
@@ -28,7 +28,7 @@ pub enum Step {
 }
 
 /// How often a failed task is tried again, and how long to wait between tries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (1 = no retry).
     #[serde(default = "one")]
@@ -51,7 +51,7 @@ impl Default for RetryPolicy {
 }
 
 /// `POST /v1/tasks`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubmitTask {
     /// The agent the task runs for (its name). An `agent` token may only name its own.
     pub agent: String,
@@ -72,7 +72,7 @@ pub struct SubmitTask {
     pub priority: i32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     Pending,
@@ -133,7 +133,7 @@ impl TaskState {
 }
 
 /// What one step of one attempt did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepResult {
     pub attempt: u32,
     pub step: u32,
@@ -149,7 +149,7 @@ pub struct StepResult {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskInfo {
     pub id: String,
     pub agent: String,
@@ -176,13 +176,13 @@ pub struct TaskInfo {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskList {
     pub tasks: Vec<TaskInfo>,
 }
 
 /// One stored transition or step of a task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskEvent {
     pub at: String,
     /// e.g. `task.submitted`, `task.started`, `task.step.started`, `task.failed`.
@@ -191,39 +191,39 @@ pub struct TaskEvent {
     pub detail: serde_json::Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskEvents {
     pub events: Vec<TaskEvent>,
 }
 
 /// `POST /v1/tasks/{id}/approve|reject|cancel`
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskDecision {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
 /// `POST /v1/agents`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateAgent {
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentInfo {
     pub id: String,
     pub name: String,
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentList {
     pub agents: Vec<AgentInfo>,
 }
 
 /// One message of `GET /v1/events` (WebSocket, text frames): what happened
 /// in the caller's tenant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// `task.submitted`, `task.started`, `task.step.started`, `task.step.finished`,
     /// `task.retrying`, `task.succeeded`, `task.failed`, `task.timed_out`,

@@ -6,7 +6,7 @@ use crate::error::DecodeError;
 use crate::limits::MAX_TERM_DIM;
 
 /// A terminal size in character cells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TermSize {
     pub cols: u16,
     pub rows: u16,
@@ -41,7 +41,7 @@ impl Default for TermSize {
 /// A signal that may be sent to a session's process group.
 ///
 /// Named, not numbered, on the wire: signal numbers differ between platforms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Signal {
     Hup,
@@ -86,7 +86,7 @@ impl Signal {
 }
 
 /// How a session's process ended: an exit code, or the signal that killed it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitStatus {
     /// The exit code, when the process exited by itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]

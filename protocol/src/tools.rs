@@ -22,7 +22,7 @@ use crate::terminal::ExitStatus;
 
 /// A credential. Serialized as the plain string (it must reach agentd), but
 /// `Debug` never shows it, so it cannot end up in a log line by accident.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(pub String);
 
@@ -44,7 +44,9 @@ impl fmt::Debug for Secret {
 }
 
 /// How file content is carried in a JSON string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Encoding {
     /// The bytes are UTF-8 text, carried as is.
@@ -61,7 +63,7 @@ impl Encoding {
 }
 
 /// HTTPS credentials for one git operation; never stored by agentd.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitCredentials {
     /// Defaults to `x-access-token`, which hosts that take a token as the
     /// password accept.
@@ -71,21 +73,21 @@ pub struct GitCredentials {
 }
 
 /// A position in a document: zero-based line and UTF-16 code unit, as in LSP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
     pub line: u32,
     pub character: u32,
 }
 
 /// A range in a document, end exclusive, as in LSP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Range {
     pub start: Position,
     pub end: Position,
 }
 
 /// One edit of `lsp_change`: the whole text when `range` is absent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TextChange {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<Range>,
@@ -94,7 +96,7 @@ pub struct TextChange {
 
 // ---- git ----------------------------------------------------------------
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitClone {
     /// `https://…`, `http://…`, `file://…` or a local path. Must not carry a
     /// password: credentials go in `credentials`, never in a URL that git
@@ -111,7 +113,7 @@ pub struct GitClone {
     pub credentials: Option<GitCredentials>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitFetch {
     pub repo: String,
     /// Defaults to `origin`.
@@ -126,12 +128,12 @@ pub struct GitFetch {
     pub credentials: Option<GitCredentials>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitRepo {
     pub repo: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitDiff {
     pub repo: String,
     /// `false`: work tree against the index (`git diff`); `true`: index
@@ -143,7 +145,7 @@ pub struct GitDiff {
     pub paths: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitLog {
     pub repo: String,
     /// Where to start; HEAD when absent.
@@ -154,7 +156,7 @@ pub struct GitLog {
     pub max_count: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitBranchList {
     pub repo: String,
     /// Also list remote-tracking branches.
@@ -162,7 +164,7 @@ pub struct GitBranchList {
     pub remotes: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitBranchCreate {
     pub repo: String,
     pub name: String,
@@ -174,7 +176,7 @@ pub struct GitBranchCreate {
     pub force: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitCheckout {
     pub repo: String,
     /// A local branch (HEAD then follows it), else any revision (detached HEAD).
@@ -184,7 +186,7 @@ pub struct GitCheckout {
     pub force: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitAdd {
     pub repo: String,
     /// Pathspecs relative to the repository; `["."]` stages everything,
@@ -192,7 +194,7 @@ pub struct GitAdd {
     pub paths: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitCommit {
     pub repo: String,
     pub message: String,
@@ -203,7 +205,7 @@ pub struct GitCommit {
     pub allow_empty: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitPush {
     pub repo: String,
     /// Defaults to `origin`.
@@ -221,7 +223,7 @@ pub struct GitPush {
 // ---- LSP ----------------------------------------------------------------
 
 /// The language server a call goes to: one per workspace directory and language.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LspTarget {
     /// The workspace root, relative to agentd's work directory (`"."` for itself).
     pub workspace: String,
@@ -229,7 +231,7 @@ pub struct LspTarget {
     pub language: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LspOpen {
     #[serde(flatten)]
     pub target: LspTarget,
@@ -239,7 +241,7 @@ pub struct LspOpen {
     pub text: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LspChange {
     #[serde(flatten)]
     pub target: LspTarget,
@@ -248,14 +250,14 @@ pub struct LspChange {
     pub changes: Vec<TextChange>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LspDocument {
     #[serde(flatten)]
     pub target: LspTarget,
     pub path: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LspDiagnosticsQuery {
     #[serde(flatten)]
     pub target: LspTarget,
@@ -264,7 +266,7 @@ pub struct LspDiagnosticsQuery {
     pub path: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LspPosition {
     #[serde(flatten)]
     pub target: LspTarget,
@@ -272,7 +274,7 @@ pub struct LspPosition {
     pub position: Position,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LspReferences {
     #[serde(flatten)]
     pub target: LspTarget,
@@ -282,7 +284,7 @@ pub struct LspReferences {
     pub include_declaration: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LspWorkspaceSymbols {
     #[serde(flatten)]
     pub target: LspTarget,
@@ -290,7 +292,7 @@ pub struct LspWorkspaceSymbols {
 }
 
 /// Any other LSP request, passed through as JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LspRequest {
     #[serde(flatten)]
     pub target: LspTarget,
@@ -301,7 +303,7 @@ pub struct LspRequest {
 
 // ---- files --------------------------------------------------------------
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRead {
     pub path: String,
     #[serde(default)]
@@ -311,7 +313,7 @@ pub struct FileRead {
     pub len: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileWrite {
     pub path: String,
     /// At most [`MAX_FILE_WRITE`] bytes once decoded.
@@ -329,7 +331,7 @@ pub struct FileWrite {
     pub append: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileList {
     /// A directory; the work directory when empty.
     #[serde(default)]
@@ -339,12 +341,12 @@ pub struct FileList {
     pub depth: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilePath {
     pub path: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileMkdir {
     pub path: String,
     /// Create missing parents too, and succeed if it exists (default true).
@@ -354,7 +356,7 @@ pub struct FileMkdir {
     pub mode: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRemove {
     pub path: String,
     /// Remove a directory with everything in it.
@@ -362,7 +364,7 @@ pub struct FileRemove {
     pub recursive: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileMove {
     pub from: String,
     pub to: String,
@@ -373,7 +375,7 @@ pub struct FileMove {
 
 // ---- exec ---------------------------------------------------------------
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exec {
     pub command: String,
     #[serde(default)]
@@ -404,7 +406,7 @@ fn one() -> u32 {
 }
 
 /// One typed tool call, tagged by `"tool"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "tool", rename_all = "snake_case")]
 pub enum ToolCall {
     GitClone(GitClone),
@@ -673,7 +675,7 @@ fn check_credentials(credentials: &Option<GitCredentials>) -> Result<(), DecodeE
 
 // ---- results ------------------------------------------------------------
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitCloned {
     /// The clone's path, relative to the work directory.
     pub path: String,
@@ -684,7 +686,7 @@ pub struct GitCloned {
     pub branch: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitFetched {
     pub received_objects: u64,
     pub received_bytes: u64,
@@ -692,7 +694,7 @@ pub struct GitFetched {
 
 /// One line of `git status --porcelain`: `index` and `worktree` are its X
 /// and Y letters (`M`, `A`, `D`, `R`, `T`, `U`, `?`, `!` or a space).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusEntry {
     pub path: String,
     /// The path before a rename.
@@ -702,7 +704,7 @@ pub struct StatusEntry {
     pub worktree: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitStatusOutput {
     /// The checked-out branch; absent when HEAD is detached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -713,7 +715,7 @@ pub struct GitStatusOutput {
     pub entries: Vec<StatusEntry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitDiffOutput {
     /// Unified diff text, as `git diff` prints it.
     pub diff: String,
@@ -722,7 +724,7 @@ pub struct GitDiffOutput {
     pub truncated: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitInfo {
     pub id: String,
     pub author_name: String,
@@ -732,12 +734,12 @@ pub struct CommitInfo {
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitLogOutput {
     pub commits: Vec<CommitInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BranchInfo {
     /// `main` for a local branch, `origin/main` for a remote-tracking one.
     pub name: String,
@@ -752,12 +754,12 @@ pub struct BranchInfo {
     pub upstream: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitBranches {
     pub branches: Vec<BranchInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitCheckedOut {
     /// Absent when HEAD is now detached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -765,20 +767,20 @@ pub struct GitCheckedOut {
     pub head: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitAdded {
     /// Entries in the index afterwards.
     pub index_entries: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitCommitted {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitPushed {
     /// The remote ref updated, e.g. `refs/heads/main`.
     pub remote_ref: String,
@@ -786,19 +788,19 @@ pub struct GitPushed {
     pub id: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LspOpened {
     pub uri: String,
     pub version: i32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LspClosed {
     pub uri: String,
 }
 
 /// The diagnostics a server last published for one document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocumentDiagnostics {
     pub uri: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -807,18 +809,18 @@ pub struct DocumentDiagnostics {
     pub diagnostics: Vec<Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LspDiagnosticsOutput {
     pub documents: Vec<DocumentDiagnostics>,
 }
 
 /// A language server's answer, as the LSP JSON it sent (`null` included).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LspResponse {
     pub response: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileContent {
     pub content: String,
     /// UTF-8 when the range is valid UTF-8 text, else base64.
@@ -833,7 +835,7 @@ pub struct FileContent {
     pub eof: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileKind {
     File,
@@ -842,7 +844,7 @@ pub enum FileKind {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileInfo {
     /// Relative to the work directory.
     pub path: String,
@@ -857,7 +859,7 @@ pub struct FileInfo {
     pub target: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileListing {
     pub entries: Vec<FileInfo>,
     /// More than [`MAX_LIST_ENTRIES`] entries; the rest were left out.
@@ -865,20 +867,20 @@ pub struct FileListing {
     pub truncated: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileWritten {
     pub path: String,
     /// The file's size afterwards.
     pub size: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileDone {
     pub path: String,
 }
 
 /// One captured stream of an exec'd process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapturedOutput {
     /// The output (lossy UTF-8). When truncated, the head and the tail with
     /// a line `[... N bytes omitted ...]` between them.
@@ -890,7 +892,7 @@ pub struct CapturedOutput {
     pub omitted_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecOutput {
     pub status: ExitStatus,
     pub stdout: CapturedOutput,
@@ -902,7 +904,7 @@ pub struct ExecOutput {
 }
 
 /// One typed result per tool, tagged by `"tool"` like the call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "tool", rename_all = "snake_case")]
 pub enum ToolOutput {
     GitClone(GitCloned),

@@ -18,7 +18,7 @@ use crate::terminal::{ExitStatus, Signal, TermSize};
 use crate::tools::{ToolCall, ToolOutput};
 
 /// The first message on every connection, from the dialling peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// The protocol version the peer speaks.
     pub protocol_version: u32,
@@ -42,7 +42,7 @@ impl Hello {
 }
 
 /// A session agentd still runs, reported in its hello after a (re)connect.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveSession {
     pub session_id: SessionId,
     /// The offset the session's next output byte will have.
@@ -53,7 +53,7 @@ pub struct LiveSession {
 }
 
 /// Messages agentd sends to the control plane.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentToControl {
     /// First message on a connection: versions, capabilities, sessions still running.
@@ -111,7 +111,7 @@ pub enum AgentToControl {
 }
 
 /// Messages the control plane sends to agentd.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ControlToAgent {
     /// Accepts agentd's hello.
@@ -181,14 +181,14 @@ pub enum ControlToAgent {
 }
 
 /// Where the control plane wants a live session's output replayed from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResumeFrom {
     pub session_id: SessionId,
     pub offset: u64,
 }
 
 /// Messages a client (CLI, console) sends on a session stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientToControl {
     /// First message on a stream.
@@ -201,7 +201,7 @@ pub enum ClientToControl {
 }
 
 /// Whether a client only watches a session or drives it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamMode {
     /// Read-only; any number of watchers.
@@ -220,7 +220,7 @@ impl StreamMode {
 }
 
 /// Messages the control plane sends to a client on a session stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ControlToClient {
     /// Accepts the client's hello; output from offset `from` follows.
@@ -258,7 +258,7 @@ pub enum ControlToClient {
 }
 
 /// Machine-readable error codes shared by the wire and the HTTP API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
