@@ -2,55 +2,22 @@
 //! agent's score falls below 50, its next task waits in
 //! `awaiting_approval`, and approving it runs it on a real agentd.
 
+mod support;
+
 use std::time::Duration;
 
-use control_plane::config::Config;
 use control_plane::governance::{Governance, Outcome};
 use control_plane::store::{self, Durability};
-use control_plane::App;
 use paddock_tests::Agentd;
-use serde_json::{json, Value};
+use serde_json::json;
+use support::{call, start};
 use tokio_util::sync::CancellationToken;
-
-const OWNER: &str = "pdk_owner_token_for_approval_tests_0123";
-
-async fn call(
-    http: &reqwest::Client,
-    url: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = http
-        .request(method, format!("{url}{path}"))
-        .bearer_auth(OWNER);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restricted_agents_task_waits_for_approval_then_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_owned(),
-        heartbeat_ms: 1000,
-        // These tests call the API hard; the rate limit has its own test.
-        api_rate_per_sec: 100_000,
-        api_burst: 100_000,
-        bootstrap_token: Some(OWNER.to_owned()),
-        ..Config::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    let app = App::open(config, shutdown.clone()).await.unwrap();
-    tokio::spawn(app.serve(listener));
+    let url = start(dir.path(), None, &shutdown).await;
     let http = reqwest::Client::new();
     let post = reqwest::Method::POST;
 

@@ -3,34 +3,14 @@
 //!
 //! The recorder is global to the process, so values are compared with ≥.
 
+mod support;
+
 use std::time::Duration;
 
-use control_plane::config::Config;
-use control_plane::App;
 use paddock_tests::Agentd;
-use serde_json::{json, Value};
+use serde_json::json;
+use support::{call, start};
 use tokio_util::sync::CancellationToken;
-
-const OWNER: &str = "pdk_owner_token_for_metrics_tests_01234";
-
-async fn call(
-    http: &reqwest::Client,
-    url: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = http
-        .request(method, format!("{url}{path}"))
-        .bearer_auth(OWNER);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 /// The sum of the samples of `name` whose labels include every one of `labels`.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -56,20 +36,8 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_a_session_and_its_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_owned(),
-        heartbeat_ms: 1000,
-        api_rate_per_sec: 100_000,
-        api_burst: 100_000,
-        bootstrap_token: Some(OWNER.to_owned()),
-        ..Config::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    let app = App::open(config, shutdown.clone()).await.unwrap();
-    tokio::spawn(app.serve(listener));
+    let url = start(dir.path(), None, &shutdown).await;
     let http = reqwest::Client::new();
 
     let (status, sb) = call(

@@ -5,58 +5,18 @@
 //! exactly once (one `task.started`, one step result), and both replicas
 //! take part.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::Duration;
 
-use control_plane::config::Config;
-use control_plane::App;
 use paddock_tests::{Agentd, PgCluster};
 use serde_json::{json, Value};
+use support::{call, start, OWNER};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-const OWNER: &str = "pdk_owner_token_for_replica_tests_0123456789";
 const TASKS: usize = 12;
-
-async fn call(
-    http: &reqwest::Client,
-    url: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = http
-        .request(method, format!("{url}{path}"))
-        .bearer_auth(OWNER);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-/// One in-process control plane on `database_url`, with its own data dir
-/// (and so its own instance identity); returns its URL.
-async fn start(database_url: &str, data_dir: &Path, shutdown: &CancellationToken) -> String {
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: data_dir.to_owned(),
-        database_url: Some(database_url.to_owned()),
-        heartbeat_ms: 1000,
-        api_rate_per_sec: 100_000,
-        api_burst: 100_000,
-        bootstrap_token: Some(OWNER.to_owned()),
-        ..Config::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = App::open(config, shutdown.clone()).await.unwrap();
-    tokio::spawn(app.serve(listener));
-    url
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_control_planes_on_one_database_run_each_task_exactly_once() {
@@ -84,9 +44,9 @@ async fn scenario() {
     let shutdown_b = CancellationToken::new();
     let _guard_a = shutdown_a.clone().drop_guard();
     let _guard_b = shutdown_b.clone().drop_guard();
-    let url_a = start(&database_url, dir_a.path(), &shutdown_a).await;
+    let url_a = start(dir_a.path(), Some(&database_url), &shutdown_a).await;
     // B finds the owner token already stored by A.
-    let url_b = start(&database_url, dir_b.path(), &shutdown_b).await;
+    let url_b = start(dir_b.path(), Some(&database_url), &shutdown_b).await;
     let urls = [url_a.as_str(), url_b.as_str()];
     assert_ne!(
         std::fs::read_to_string(dir_a.path().join("instance.id")).ok(),

@@ -1,0 +1,58 @@
+//! What the in-process control-plane tests share: starting the real library
+//! entry point on 127.0.0.1:0 and calling its API as the owner.
+
+use std::path::Path;
+
+use control_plane::config::Config;
+use control_plane::App;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// The owner's API token of every in-process control plane started here.
+pub const OWNER: &str = "pdk_owner_token_for_in_process_tests_0123";
+
+/// Starts a control plane with its data under `data_dir` (on SQLite there
+/// unless `database_url` names another database); returns its URL. It
+/// serves until `shutdown` is cancelled.
+pub async fn start(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    shutdown: &CancellationToken,
+) -> String {
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_owned(),
+        database_url: database_url.map(str::to_owned),
+        heartbeat_ms: 1000,
+        // These tests call the API hard; the rate limit has its own test.
+        api_rate_per_sec: 100_000,
+        api_burst: 100_000,
+        bootstrap_token: Some(OWNER.to_owned()),
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = App::open(config, shutdown.clone()).await.unwrap();
+    tokio::spawn(app.serve(listener));
+    url
+}
+
+/// Calls the API as the owner; the status and the body as JSON (`Null` if none).
+pub async fn call(
+    http: &reqwest::Client,
+    url: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http
+        .request(method, format!("{url}{path}"))
+        .bearer_auth(OWNER);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
