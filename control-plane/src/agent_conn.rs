@@ -78,7 +78,8 @@ pub async fn connect(
         .on_upgrade(move |socket| run(state, sandbox, socket).instrument(span))
 }
 
-async fn close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &str) {
+/// Closes a WebSocket with `code` and a reason cut to what a close frame holds.
+pub(crate) async fn close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: truncate(reason, 120).into(),
@@ -87,7 +88,7 @@ async fn close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &str
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary (close reasons are limited).
-pub fn truncate(s: &str, max: usize) -> String {
+fn truncate(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -23,7 +23,7 @@ use paddock_protocol::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
-use crate::agent_conn::truncate;
+use crate::agent_conn::close;
 use crate::api::{load_log, resolve_session};
 use crate::error::ApiError;
 use crate::fanout::{Ending, ReadAt, SessionLog};
@@ -64,14 +64,6 @@ pub async fn stream(
         .max_message_size(MAX_CONTROL_FRAME + FRAME_HEADER_LEN + MAX_DATA_PAYLOAD)
         .on_upgrade(move |socket| run(state, principal, row, log, query, socket).instrument(span))
         .into_response())
-}
-
-async fn close(sink: &mut Sink, code: u16, reason: &str) {
-    let frame = CloseFrame {
-        code,
-        reason: truncate(reason, 120).into(),
-    };
-    let _ = sink.send(Message::Close(Some(frame))).await;
 }
 
 async fn send(sink: &mut Sink, msg: &ControlToClient) -> bool {
