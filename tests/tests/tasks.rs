@@ -236,7 +236,7 @@ async fn a_sandbox_lost_mid_task_is_retried_on_another() {
             "/v1/tasks",
             json!({
                 "agent": "dev-agent",
-                "steps": [{ "kind": "run", "command": "sh", "args": ["-c", "sleep 2; echo finished"] }],
+                "steps": [{ "kind": "run", "command": "sh", "args": ["-c", "sleep 6; echo finished"] }],
                 "retry": { "attempts": 2 }
             }),
         )
@@ -244,6 +244,8 @@ async fn a_sandbox_lost_mid_task_is_retried_on_another() {
         let id = task["id"].as_str().context("no id")?.to_owned();
         let running = wait_state(&cp, &id, "running", Duration::from_secs(20)).await?;
         let lost_on = running["sandbox_id"].as_str().context("no sandbox")?.to_owned();
+        // The step runs long enough that a loaded machine still kills its
+        // sandbox before it could finish there.
         // The sandbox running it goes away for good.
         if lost_on == first.id() {
             first.agentd.kill();
