@@ -236,16 +236,23 @@ async fn a_sandbox_lost_mid_task_is_retried_on_another() {
             "/v1/tasks",
             json!({
                 "agent": "dev-agent",
-                "steps": [{ "kind": "run", "command": "sh", "args": ["-c", "sleep 6; echo finished"] }],
+                "steps": [{ "kind": "run", "command": "sh", "args": ["-c", "sleep 2; echo finished"] }],
                 "retry": { "attempts": 2 }
             }),
         )
         .await?;
         let id = task["id"].as_str().context("no id")?.to_owned();
-        let running = wait_state(&cp, &id, "running", Duration::from_secs(20)).await?;
+        // Mid-step: the step's session is open (a task is `running` from its
+        // claim on, before its first session exists).
+        let running = wait_until("the step's session to open", Duration::from_secs(20), || async {
+            let t = get(&cp, &format!("/v1/tasks/{id}")).await?;
+            let opened = t["results"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|s| s["session_id"].is_u64()));
+            Ok((t["state"] == "running" && opened).then_some(t))
+        })
+        .await?;
         let lost_on = running["sandbox_id"].as_str().context("no sandbox")?.to_owned();
-        // The step runs long enough that a loaded machine still kills its
-        // sandbox before it could finish there.
         // The sandbox running it goes away for good.
         if lost_on == first.id() {
             first.agentd.kill();
