@@ -20,6 +20,7 @@ pub mod governance;
 mod hub;
 mod openapi;
 mod persist;
+pub mod providers;
 mod ratelimit;
 mod retention;
 pub mod routes;
