@@ -105,7 +105,14 @@ impl MachinesClient {
             .map_err(|e| FlyError::Malformed(format!("could not encode the machine: {e}")))?;
         let path = format!("/v1/apps/{}/machines", self.app);
         let response = self
-            .send(Method::POST, &path, &[], Some(body), CALL_TIMEOUT, Idempotent::No)
+            .send(
+                Method::POST,
+                &path,
+                &[],
+                Some(body),
+                CALL_TIMEOUT,
+                Idempotent::No,
+            )
             .await?;
         json(expect_success(response, "create machine").await?).await
     }
@@ -123,7 +130,14 @@ impl MachinesClient {
         let path = format!("/v1/apps/{}/machines", self.app);
         let query = [("include_deleted", include_deleted.to_string())];
         let response = self
-            .send(Method::GET, &path, &query, None, CALL_TIMEOUT, Idempotent::Yes)
+            .send(
+                Method::GET,
+                &path,
+                &query,
+                None,
+                CALL_TIMEOUT,
+                Idempotent::Yes,
+            )
             .await?;
         json(expect_success(response, "list machines").await?).await
     }
@@ -149,7 +163,14 @@ impl MachinesClient {
     pub async fn start(&self, machine_id: &str) -> Result<(), FlyError> {
         let path = self.machine_path(machine_id, "/start");
         let response = self
-            .send(Method::POST, &path, &[], None, CALL_TIMEOUT, Idempotent::Yes)
+            .send(
+                Method::POST,
+                &path,
+                &[],
+                None,
+                CALL_TIMEOUT,
+                Idempotent::Yes,
+            )
             .await?;
         expect_success(response, &format!("start machine {machine_id}")).await?;
         Ok(())
@@ -164,7 +185,14 @@ impl MachinesClient {
         })
         .map_err(|e| FlyError::Malformed(format!("could not encode the stop request: {e}")))?;
         let response = self
-            .send(Method::POST, &path, &[], Some(body), CALL_TIMEOUT, Idempotent::Yes)
+            .send(
+                Method::POST,
+                &path,
+                &[],
+                Some(body),
+                CALL_TIMEOUT,
+                Idempotent::Yes,
+            )
             .await?;
         expect_success(response, &format!("stop machine {machine_id}")).await?;
         Ok(())
@@ -176,7 +204,14 @@ impl MachinesClient {
         let path = self.machine_path(machine_id, "");
         let query = [("force", force.to_string())];
         let response = self
-            .send(Method::DELETE, &path, &query, None, CALL_TIMEOUT, Idempotent::Yes)
+            .send(
+                Method::DELETE,
+                &path,
+                &query,
+                None,
+                CALL_TIMEOUT,
+                Idempotent::Yes,
+            )
             .await?;
         match expect_success(response, &format!("destroy machine {machine_id}")).await {
             Ok(_) | Err(FlyError::NotFound(_)) => Ok(()),

@@ -96,7 +96,9 @@ impl FlyConfig {
                 "PADDOCK_FLY_REGION" => self.region = Some(value).filter(|v| !v.is_empty()),
                 "PADDOCK_FLY_IMAGE" => self.image = Some(value).filter(|v| !v.is_empty()),
                 "PADDOCK_FLY_CPU_KIND" => self.cpu_kind = value,
-                "PADDOCK_FLY_WAIT_SECS" => self.wait_secs = number("PADDOCK_FLY_WAIT_SECS", &value)?,
+                "PADDOCK_FLY_WAIT_SECS" => {
+                    self.wait_secs = number("PADDOCK_FLY_WAIT_SECS", &value)?
+                }
                 "PADDOCK_FLY_RETRY_ATTEMPTS" => {
                     self.retry.max_attempts = number("PADDOCK_FLY_RETRY_ATTEMPTS", &value)?
                 }
@@ -170,10 +172,13 @@ fn number<T: std::str::FromStr>(key: &'static str, value: &str) -> Result<T, Con
 where
     T::Err: fmt::Display,
 {
-    value.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
-        key,
-        message: format!("`{value}`: {e}"),
-    })
+    value
+        .trim()
+        .parse()
+        .map_err(|e: T::Err| ConfigError::Invalid {
+            key,
+            message: format!("`{value}`: {e}"),
+        })
 }
 
 #[cfg(test)]
@@ -214,7 +219,10 @@ mod tests {
             ("PADDOCK_FLY_WAIT_SECS", "soon"),
         ]))
         .unwrap_err();
-        assert!(err.to_string().starts_with("PADDOCK_FLY_WAIT_SECS:"), "{err}");
+        assert!(
+            err.to_string().starts_with("PADDOCK_FLY_WAIT_SECS:"),
+            "{err}"
+        );
     }
 
     #[test]

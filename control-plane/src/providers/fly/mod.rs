@@ -351,8 +351,7 @@ mod tests {
     use super::*;
 
     fn machine(state: &str) -> Machine {
-        serde_json::from_value(serde_json::json!({"id": "e784079b449483", "state": state}))
-            .unwrap()
+        serde_json::from_value(serde_json::json!({"id": "e784079b449483", "state": state})).unwrap()
     }
 
     #[test]
@@ -394,7 +393,10 @@ mod tests {
                 pids: 0,
             },
         );
-        assert_eq!((g.cpu_kind.as_str(), g.cpus, g.memory_mb), ("performance", 2, 4096));
+        assert_eq!(
+            (g.cpu_kind.as_str(), g.cpus, g.memory_mb),
+            ("performance", 2, 4096)
+        );
         let g = guest(
             "shared",
             Resources {
