@@ -12,7 +12,13 @@ if [ "$(id -u)" = 0 ]; then
     if [ "$(stat -c %U "$data_dir")" != paddock ]; then
         chown -R paddock:paddock "$data_dir"
     fi
-    exec setpriv --reuid=paddock --regid=paddock --init-groups -- \
+    # With the Docker engine's socket mounted (the docker provider), the
+    # control plane also gets the socket's group, and only that one.
+    groups=--init-groups
+    if [ -S /var/run/docker.sock ]; then
+        groups="--groups=$(stat -c %g /var/run/docker.sock)"
+    fi
+    exec setpriv --reuid=paddock --regid=paddock "$groups" -- \
         /usr/local/bin/control-plane "$@"
 fi
 exec /usr/local/bin/control-plane "$@"
