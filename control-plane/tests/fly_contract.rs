@@ -280,6 +280,19 @@ async fn a_machine_auto_stopped_by_fly_is_stopped_not_failed_and_starts_on_deman
         .contains(&("state".into(), "started".into())));
     assert_eq!(fly.status(&id).await.unwrap(), ObservedState::Running);
 
+    // Fly is still stopping it when it is wanted again: the provider lets
+    // the stop finish, then starts it.
+    fake.fly_is_moving(&id, "stopping", "stopped", 1);
+    fly.start(&id).await.unwrap();
+    assert_eq!(fly.status(&id).await.unwrap(), ObservedState::Running);
+    assert_eq!(fake.seen_of("Machines_start").len(), 2);
+
+    // Already starting: no second start, only the wait.
+    fake.fly_is_moving(&id, "starting", "started", 1);
+    fly.start(&id).await.unwrap();
+    assert_eq!(fake.seen_of("Machines_start").len(), 2);
+    assert_eq!(fly.status(&id).await.unwrap(), ObservedState::Running);
+
     // Suspended counts as stopped too.
     fake.fly_sets_state(&id, "suspended", "suspend", "fly-proxy");
     assert_eq!(fly.status(&id).await.unwrap(), ObservedState::Stopped);

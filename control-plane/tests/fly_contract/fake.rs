@@ -51,8 +51,10 @@ struct FakeMachine {
     id: String,
     name: String,
     state: String,
-    /// The state Fly reaches in the background, shown at the next read.
+    /// The state Fly reaches in the background, shown once `reads_left`
+    /// more reads have seen the current one.
     pending: Option<&'static str>,
+    reads_left: u32,
     region: String,
     instance_id: String,
     config: Value,
@@ -134,6 +136,16 @@ impl FakeFly {
         machine.events.push(event_json(event, state, source));
     }
 
+    /// Fly is moving the machine to `pending` in the background; the next
+    /// `reads` reads still show `state`.
+    pub fn fly_is_moving(&self, id: &str, state: &str, pending: &'static str, reads: u32) {
+        let mut inner = self.lock();
+        let machine = inner.machines.get_mut(id).expect("no such machine");
+        machine.state = state.to_owned();
+        machine.pending = Some(pending);
+        machine.reads_left = reads;
+    }
+
     /// A machine made outside this client (another deployment, the control
     /// plane's own machine); returns its id.
     pub fn insert_machine(&self, metadata: Value, state: &str) -> String {
@@ -195,6 +207,7 @@ fn new_machine(
         name: name.unwrap_or_else(|| format!("morning-sun-{n}")),
         state: "created".into(),
         pending: Some("started"),
+        reads_left: 0,
         region: region.unwrap_or_else(|| "ams".into()),
         instance_id: format!("01JDZ8K4Q7R2M9X3{n:010}"),
         config,
@@ -235,6 +248,10 @@ fn machine_json(m: &FakeMachine) -> Value {
 
 /// Fly's background work becomes visible when the machine is read.
 fn settle(m: &mut FakeMachine) {
+    if m.reads_left > 0 {
+        m.reads_left -= 1;
+        return;
+    }
     if let Some(state) = m.pending.take() {
         m.state = state.to_owned();
         m.updated_at = now_rfc3339();

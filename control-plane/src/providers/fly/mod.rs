@@ -174,17 +174,31 @@ impl Provider for FlyProvider {
 
     async fn start(&self, resource_id: &str) -> Result<(), ProviderError> {
         let machine = self.client.get(resource_id).await?;
-        match observe(&machine) {
-            None => return Err(gone(resource_id)),
-            Some(ObservedState::Running) => return Ok(()),
-            Some(_) => {}
+        let instance = Some(machine.instance_id.as_str());
+        match machine.state.as_str() {
+            _ if observe(&machine).is_none() => return Err(gone(resource_id)),
+            "started" => return Ok(()),
+            // Already on its way up: asking again could only be refused.
+            "created" | "starting" => {}
+            // Fly is stopping it (auto-stop): let it finish, then start.
+            "stopping" => {
+                self.client
+                    .wait_for_state(
+                        resource_id,
+                        instance,
+                        WaitState::Stopped,
+                        self.config.wait_timeout(),
+                    )
+                    .await?;
+                self.client.start(resource_id).await?;
+            }
+            _ => self.client.start(resource_id).await?,
         }
-        self.client.start(resource_id).await?;
         let reached = self
             .client
             .wait_for_state(
                 resource_id,
-                Some(&machine.instance_id),
+                instance,
                 WaitState::Started,
                 self.config.wait_timeout(),
             )
