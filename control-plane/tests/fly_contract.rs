@@ -20,8 +20,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
-use control_plane::providers::fly::retry::RetryPolicy;
-use control_plane::providers::fly::{FlyConfig, FlyProvider};
+use control_plane::providers::fly::{FlyConfig, FlyProvider, RetryPolicy};
 use control_plane::providers::{
     AgentEnv, ObservedState, Provider, ProviderError, Resources, SandboxSpec,
 };

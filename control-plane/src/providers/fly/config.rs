@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::retry::RetryPolicy;
+use super::client::RetryPolicy;
 use crate::config::ConfigError;
 
 /// Fly's public Machines API endpoint.

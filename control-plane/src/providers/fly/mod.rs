@@ -13,7 +13,6 @@
 pub mod api;
 pub mod client;
 pub mod config;
-pub mod retry;
 
 use std::collections::BTreeMap;
 
@@ -25,6 +24,7 @@ use self::api::{
     CreateMachineRequest, Machine, MachineConfig, MachineFile, MachineGuest, MachineRestart,
     WaitState,
 };
+pub use self::client::RetryPolicy;
 use self::client::{FlyError, MachinesClient};
 pub use self::config::FlyConfig;
 use super::{labels, ObservedState, Owned, Provider, ProviderError, Resources, SandboxSpec};
