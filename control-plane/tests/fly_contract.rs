@@ -286,11 +286,35 @@ async fn a_machine_auto_stopped_by_fly_is_stopped_not_failed_and_starts_on_deman
     assert_eq!(fly.status(&id).await.unwrap(), ObservedState::Running);
     assert_eq!(fake.seen_of("Machines_start").len(), 2);
 
+    // Stopping what Fly is already stopping only waits for it.
+    fake.fly_is_moving(&id, "stopping", "stopped", 1);
+    fly.stop(&id).await.unwrap();
+    assert_eq!(fake.seen_of("Machines_stop").len(), 0);
+    assert_eq!(fly.status(&id).await.unwrap(), ObservedState::Stopped);
+    fly.start(&id).await.unwrap();
+    assert_eq!(fake.seen_of("Machines_start").len(), 3);
+
     // Already starting: no second start, only the wait.
     fake.fly_is_moving(&id, "starting", "started", 1);
     fly.start(&id).await.unwrap();
-    assert_eq!(fake.seen_of("Machines_start").len(), 2);
+    assert_eq!(fake.seen_of("Machines_start").len(), 3);
     assert_eq!(fly.status(&id).await.unwrap(), ObservedState::Running);
+
+    // Fly stops it by itself just as the provider asks: Fly refuses the
+    // stop, and the machine being stopped is what was asked for.
+    fake.fly_is_moving(&id, "started", "stopped", 1);
+    fake.script(
+        "Machines_stop",
+        Scripted {
+            status: 412,
+            retry_after: None,
+            body: json!({"error": "failed_precondition: machine is not started"}),
+        },
+    );
+    fly.stop(&id).await.unwrap();
+    assert_eq!(fake.seen_of("Machines_stop").len(), 1);
+    assert_eq!(fly.status(&id).await.unwrap(), ObservedState::Stopped);
+    fly.start(&id).await.unwrap();
 
     // Suspended counts as stopped too.
     fake.fly_sets_state(&id, "suspended", "suspend", "fly-proxy");

@@ -129,6 +129,19 @@ impl FlyProvider {
         })
     }
 
+    /// Asks Fly to stop the machine; a machine Fly stopped meanwhile (its
+    /// auto-stop) counts as done.
+    async fn stop_now(&self, resource_id: &str) -> Result<(), ProviderError> {
+        let Err(err) = self.client.stop(resource_id, STOP_SIGNAL).await else {
+            return Ok(());
+        };
+        let now = self.client.get(resource_id).await?;
+        if observe(&now) == Some(ObservedState::Stopped) {
+            return Ok(());
+        }
+        Err(err.into())
+    }
+
     /// The live machine of this owner labelled with `sandbox`, if any: how a
     /// create whose answer was lost (or refused as a duplicate name) finds
     /// the machine it made.
@@ -218,16 +231,10 @@ impl Provider for FlyProvider {
         let machine = self.client.get(resource_id).await?;
         match observe(&machine) {
             None => return Err(gone(resource_id)),
+            // Fly is already stopping it (auto-stop): only wait below.
+            Some(ObservedState::Stopped) if machine.state == "stopping" => {}
             Some(ObservedState::Stopped) => return Ok(()),
-            Some(_) => {}
-        }
-        if let Err(err) = self.client.stop(resource_id, STOP_SIGNAL).await {
-            // Fly may have stopped it meanwhile (auto-stop): that is success.
-            let now = self.client.get(resource_id).await?;
-            if observe(&now) != Some(ObservedState::Stopped) {
-                return Err(err.into());
-            }
-            return Ok(());
+            Some(_) => self.stop_now(resource_id).await?,
         }
         let reached = self
             .client
