@@ -127,6 +127,12 @@ impl FlyConfig {
                 "is empty; create one with `fly tokens create deploy -a APP`",
             );
         }
+        if !self.api_token.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return invalid(
+                "PADDOCK_FLY_API_TOKEN",
+                "contains a line break or other control character; set it to the token alone",
+            );
+        }
         if !api_url_is_safe(&self.api_url) {
             return invalid(
                 "PADDOCK_FLY_API_URL",
@@ -221,6 +227,34 @@ mod tests {
         .unwrap_err();
         assert!(
             err.to_string().starts_with("PADDOCK_FLY_WAIT_SECS:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_toml_table_with_retry_limits_deserialises() {
+        let config: FlyConfig = toml::from_str(
+            "app = \"paddock-sandboxes\"\napi_token = \"t\"\nregion = \"fra\"\n\
+             [retry]\nmax_attempts = 3\nbase_delay = 100\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.region.as_deref(), Some("fra"));
+        assert_eq!(config.retry.max_attempts, 3);
+        assert_eq!(config.retry.base_delay, Duration::from_millis(100));
+        assert_eq!(config.retry.max_delay, RetryPolicy::default().max_delay);
+        assert_eq!(config.api_url, DEFAULT_API_URL);
+    }
+
+    #[test]
+    fn a_pasted_token_with_a_line_break_is_refused() {
+        let err = FlyConfig::from_env(env(&[
+            ("PADDOCK_FLY_APP", "a"),
+            ("PADDOCK_FLY_API_TOKEN", "FlyV1 fm2_abc\n"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("PADDOCK_FLY_API_TOKEN:"),
             "{err}"
         );
     }
