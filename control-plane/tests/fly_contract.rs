@@ -229,7 +229,7 @@ async fn throttled_calls_wait_for_retry_after_then_succeed() {
     let lists_before = fake.seen_of("Machines_list").len();
     let err = fly.list_owned().await.unwrap_err();
     assert!(
-        matches!(&err, ProviderError::Unavailable(m) if m.contains("after 4 attempts")),
+        matches!(&err, ProviderError::Unavailable(m) if m.contains("attempts made: 4")),
         "{err:?}"
     );
     assert_eq!(fake.seen_of("Machines_list").len() - lists_before, 4);

@@ -354,7 +354,7 @@ impl MachinesClient {
             let Some(delay) = delay else {
                 warn!(%method, path, attempt, reason = %why, "fly machines api: giving up");
                 return Err(FlyError::Unavailable(format!(
-                    "{method} {path}: {why} (after {attempt} attempts); try again later or \
+                    "{method} {path}: {why} (attempts made: {attempt}); try again later or \
                      raise the retry limits"
                 )));
             };
