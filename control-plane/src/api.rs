@@ -271,6 +271,9 @@ pub async fn start_session(
     if state.hub.link(&sandbox.id).is_none() {
         return Err(HubError::Disconnected(sandbox.id.clone()).into());
     }
+    state
+        .admission
+        .check_sessions(sandbox.id.as_str(), state.hub.open_sessions(&sandbox.id))?;
     let row = state
         .store
         .create_session(sandbox, req.command.as_deref(), &req.args, size)

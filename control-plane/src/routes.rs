@@ -12,7 +12,9 @@ use axum::Router;
 use paddock_protocol::admin::Role;
 
 use crate::error::ApiError;
-use crate::{admin, agent_conn, api, events, stream, tasks_api, telemetry, tools, AppState};
+use crate::{
+    admin, admission, agent_conn, api, events, stream, tasks_api, telemetry, tools, AppState,
+};
 
 /// What a route requires of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -372,6 +374,11 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this endpoint; see docs/ARCHITECTURE.md",
             )
         })
+        // Outermost: a body too large is refused before authentication.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.admission.limits.max_body_bytes,
+        ))
+        .layer(from_fn_with_state(state.clone(), admission::limit_body))
         .with_state(state)
 }
 

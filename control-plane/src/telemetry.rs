@@ -33,6 +33,14 @@ pub const WATCHER_SKIPS: &str = "paddock_watcher_skips_total";
 pub const TASKS: &str = "paddock_tasks_total";
 /// Labelled `reason` (the refusal's code).
 pub const GOVERNANCE_REFUSALS: &str = "paddock_governance_refusals_total";
+/// Requests and connections refused by a configured limit; labelled `limit`
+/// (see [`crate::admission::limit`]).
+pub const LIMIT_REFUSALS: &str = "paddock_limit_refusals_total";
+/// Output received from agents but not yet stored (so not yet acked), over
+/// every live session, in bytes.
+pub const ACK_LAG_BYTES: &str = "paddock_ack_lag_bytes";
+/// Labelled `op` (the store method).
+pub const STORE_QUERY_DURATION: &str = "paddock_store_query_duration_seconds";
 
 /// Buckets of the request-duration histogram, in seconds.
 const HTTP_BUCKETS: &[f64] = &[
@@ -109,6 +117,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
     };
     metrics::gauge!(SANDBOXES_CONNECTED).set(state.hub.connected().len() as f64);
     metrics::gauge!(SESSIONS_LIVE).set(state.hub.live_sessions() as f64);
+    metrics::gauge!(ACK_LAG_BYTES).set(state.hub.ack_lag() as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         handle.render(),

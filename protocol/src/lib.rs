@@ -58,3 +58,6 @@ pub const CLOSE_MALFORMED: u16 = 4001;
 pub const CLOSE_REPLACED: u16 = 4002;
 /// WebSocket close code for a request the server refuses (e.g. attach while driven).
 pub const CLOSE_REFUSED: u16 = 4003;
+/// WebSocket close code for a connection that sent messages faster than the
+/// server's per-connection rate allows.
+pub const CLOSE_RATE_LIMITED: u16 = 4004;
