@@ -723,6 +723,11 @@ impl StreamClient {
             .context("could not send resize")
     }
 
+    /// Sends one raw WebSocket message (for tests of what the server refuses).
+    pub async fn send_raw(&mut self, msg: Message) -> Result<()> {
+        self.ws.send(msg).await.context("could not send")
+    }
+
     /// Closes the stream from this side.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
