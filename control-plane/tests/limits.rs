@@ -57,7 +57,11 @@ impl Fixture {
         };
         wait_until("agentd to connect", WAIT, || async {
             let (_, info) = fixture
-                .call(Method::GET, &format!("/v1/sandboxes/{}", fixture.sandbox), None)
+                .call(
+                    Method::GET,
+                    &format!("/v1/sandboxes/{}", fixture.sandbox),
+                    None,
+                )
                 .await;
             Ok((info["status"] == "connected").then_some(()))
         })
@@ -125,10 +129,7 @@ async fn still_served(driver: &mut StreamClient, line: &str) {
         .send_input(format!("{line}\n").as_bytes())
         .await
         .unwrap();
-    driver
-        .recv_until_output_contains(line, WAIT)
-        .await
-        .unwrap();
+    driver.recv_until_output_contains(line, WAIT).await.unwrap();
 }
 
 /// A refusal before the upgrade: the status and the JSON error's code and message.
@@ -297,7 +298,11 @@ async fn one_watcher_too_many_is_refused_before_the_upgrade() {
         .await
         .unwrap_err();
     let (status, code, message) = http_refusal(err);
-    assert_eq!((status, code.as_str()), (429, "limit_exceeded"), "{message}");
+    assert_eq!(
+        (status, code.as_str()),
+        (429, "limit_exceeded"),
+        "{message}"
+    );
     assert!(message.contains("max_watchers_per_session"), "{message}");
     assert_eq!(fx.refusals("watchers_per_session").await, before + 1.0);
 
@@ -343,7 +348,11 @@ async fn one_connection_too_many_for_a_token_is_refused() {
         .await
         .unwrap_err();
     let (status, code, message) = http_refusal(err);
-    assert_eq!((status, code.as_str()), (429, "limit_exceeded"), "{message}");
+    assert_eq!(
+        (status, code.as_str()),
+        (429, "limit_exceeded"),
+        "{message}"
+    );
     assert!(message.contains("max_connections_per_token"), "{message}");
     assert_eq!(fx.refusals("connections_per_token").await, before + 1.0);
 
@@ -387,7 +396,11 @@ async fn one_connection_too_many_from_an_address_is_refused() {
         .await
         .unwrap_err();
     let (status, code, message) = http_refusal(err);
-    assert_eq!((status, code.as_str()), (429, "limit_exceeded"), "{message}");
+    assert_eq!(
+        (status, code.as_str()),
+        (429, "limit_exceeded"),
+        "{message}"
+    );
     assert!(
         message.contains("127.0.0.1") && message.contains("max_connections_per_ip"),
         "{message}"
