@@ -491,6 +491,8 @@ async fn read_loop(
                         )
                         .await;
                     }
+                    metrics::counter!(crate::telemetry::INPUT_BYTES)
+                        .increment(frame.payload.len() as u64);
                     let forwarded = DataFrame::input(log.id, frame.payload).encode();
                     if let Err(err) = state.hub.send_input(&log.sandbox_id, forwarded).await {
                         debug!(error = %err, "input dropped: sandbox not connected");

@@ -23,6 +23,8 @@ pub const SESSIONS_LIVE: &str = "paddock_sessions_live";
 pub const WEBSOCKET_CONNECTIONS: &str = "paddock_websocket_connections";
 /// Terminal output; labelled `direction`: `in` from agents, `out` to clients.
 pub const OUTPUT_BYTES: &str = "paddock_output_bytes_total";
+/// Keyboard input forwarded from driving clients to agents.
+pub const INPUT_BYTES: &str = "paddock_input_bytes_total";
 pub const STORED_BYTES: &str = "paddock_stored_bytes_total";
 /// Labelled `route` (the path template), `method`, `status`.
 pub const HTTP_REQUESTS: &str = "paddock_http_requests_total";
