@@ -47,8 +47,9 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_frame_bytes: MAX_FRAME_BYTES,
-            // A PTY read is one frame: a flood of output is thousands a second.
-            max_agent_messages_per_sec: 20_000,
+            // A PTY read (often 4 KiB) is one frame: output at 200 MB/s is
+            // 50 000 frames a second. This stops a spin of tiny messages.
+            max_agent_messages_per_sec: 100_000,
             max_client_messages_per_sec: 1_000,
             max_sessions_per_sandbox: 256,
             max_watchers_per_session: 256,
