@@ -652,6 +652,10 @@ mod tests {
             close_error(Some(&frame(4001, "bad frame"))),
             StreamError::Refused { .. }
         ));
+        let err = close_error(Some(&frame(4004, "more than 1000 messages a second")));
+        assert!(
+            matches!(&err, StreamError::Refused { message, .. } if message.contains("1000 messages") && message.contains("more slowly"))
+        );
         // A normal close without `exited` first is a stream that ended early.
         assert!(matches!(
             close_error(Some(&frame(1000, ""))),
