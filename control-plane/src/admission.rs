@@ -270,9 +270,18 @@ pub struct ClientIp(pub Option<IpAddr>);
 /// Refuses a body announced larger than `max_body_bytes` with 413 and the
 /// JSON error before it is read; bodies without a length are cut by axum's
 /// body limit, which the JSON extractor's rejection turns into the same 413.
-/// Also hands handlers the client's IP.
+/// Also hands handlers the client's IP: from `client_ip_header` when
+/// configured and present, else the peer address.
 pub async fn limit_body(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let ip = client_ip(&req);
+    let forwarded = state
+        .admission
+        .limits
+        .client_ip_header
+        .as_deref()
+        .and_then(|name| req.headers().get(name))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok());
+    let ip = forwarded.or_else(|| client_ip(&req));
     req.extensions_mut().insert(ClientIp(ip));
     let max = state.admission.limits.max_body_bytes;
     let announced = req

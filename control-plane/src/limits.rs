@@ -37,8 +37,13 @@ pub struct Limits {
     /// token) may hold open at once.
     pub max_connections_per_token: usize,
     /// WebSocket connections one client IP address may hold open at once.
-    /// Behind a proxy every connection comes from the proxy's address.
+    /// Behind a proxy every connection comes from the proxy's address:
+    /// name the header that carries the client's in `client_ip_header`.
     pub max_connections_per_ip: usize,
+    /// A request header holding the client's IP address, set by a proxy in
+    /// front that overwrites it (`fly-client-ip` behind Fly's): used instead
+    /// of the peer address when present and valid. Unset: the peer address.
+    pub client_ip_header: Option<String>,
     /// Largest HTTP request body accepted, in bytes; larger is 413.
     pub max_body_bytes: usize,
 }
@@ -55,6 +60,7 @@ impl Default for Limits {
             max_watchers_per_session: 256,
             max_connections_per_token: 512,
             max_connections_per_ip: 1024,
+            client_ip_header: None,
             // A `file_write` tool call carries up to 512 KiB as base64.
             max_body_bytes: 2 * 1024 * 1024,
         }
@@ -77,6 +83,7 @@ impl fmt::Debug for Limits {
             .field("max_watchers_per_session", &self.max_watchers_per_session)
             .field("max_connections_per_token", &self.max_connections_per_token)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("client_ip_header", &self.client_ip_header)
             .field("max_body_bytes", &self.max_body_bytes)
             .finish()
     }
@@ -109,6 +116,10 @@ impl Limits {
             "PADDOCK_MAX_CONNECTIONS_PER_IP" => {
                 self.max_connections_per_ip = parse("PADDOCK_MAX_CONNECTIONS_PER_IP", value)?
             }
+            "PADDOCK_CLIENT_IP_HEADER" => {
+                self.client_ip_header =
+                    Some(value.trim().to_ascii_lowercase()).filter(|h| !h.is_empty())
+            }
             "PADDOCK_MAX_BODY_BYTES" => {
                 self.max_body_bytes = parse("PADDOCK_MAX_BODY_BYTES", value)?
             }
@@ -133,6 +144,14 @@ impl Limits {
                 key: "max_body_bytes",
                 message: format!("{} is outside 1 KiB..=1 GiB", self.max_body_bytes),
             });
+        }
+        if let Some(header) = &self.client_ip_header {
+            if axum::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return Err(ConfigError::Invalid {
+                    key: "client_ip_header",
+                    message: format!("`{header}` is not a valid header name"),
+                });
+            }
         }
         let counts = [
             (
@@ -181,6 +200,7 @@ mod tests {
             ("PADDOCK_MAX_CONNECTIONS_PER_TOKEN", "11"),
             ("PADDOCK_MAX_CONNECTIONS_PER_IP", "12"),
             ("PADDOCK_MAX_BODY_BYTES", "4096"),
+            ("PADDOCK_CLIENT_IP_HEADER", "Fly-Client-IP"),
         ])
         .unwrap();
         assert_eq!(
@@ -194,6 +214,7 @@ mod tests {
                 max_connections_per_token: 11,
                 max_connections_per_ip: 12,
                 max_body_bytes: 4096,
+                client_ip_header: Some("fly-client-ip".into()),
             }
         );
     }

@@ -507,3 +507,64 @@ async fn post_chunked(url: &str, path: &str, body: &[u8]) -> (u16, Value) {
     let json = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     (status, serde_json::from_str(json).unwrap_or(Value::Null))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_the_client_ip_header_is_what_counts() {
+    // agentd's link carries no header: it counts for 127.0.0.1 alone.
+    let fx = Fixture::start(Limits {
+        max_connections_per_ip: 1,
+        client_ip_header: Some("x-client-ip".into()),
+        ..Limits::default()
+    })
+    .await;
+    let session = fx.open_session().await;
+    let before = fx.refusals("connections_per_ip").await;
+    let (first, status) = upgrade_from(&fx, session, "203.0.113.7").await;
+    assert_eq!(status, 101);
+    let (_, status) = upgrade_from(&fx, session, "203.0.113.8").await;
+    assert_eq!(status, 101, "another client address is counted apart");
+    let (refused, status) = upgrade_from(&fx, session, "203.0.113.7").await;
+    assert_eq!(status, 429);
+    let refused = refused.unwrap_err();
+    assert!(
+        refused.contains("203.0.113.7") && refused.contains("max_connections_per_ip"),
+        "{refused}"
+    );
+    assert_eq!(fx.refusals("connections_per_ip").await, before + 1.0);
+    drop(first);
+}
+
+/// Opens a watch stream as a proxy would forward it for `client`: the
+/// socket (on success) or the refusal's body, and the status.
+async fn upgrade_from(
+    fx: &Fixture,
+    session: SessionId,
+    client: &str,
+) -> (Result<paddock_tests::Ws, String>, u16) {
+    let url = format!(
+        "{}/v1/sandboxes/{}/sessions/{}/stream?mode=watch",
+        fx.url.replacen("http://", "ws://", 1),
+        fx.sandbox,
+        session.0
+    );
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        url.as_str(),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {OWNER}").parse().unwrap());
+    req.headers_mut()
+        .insert("x-client-ip", client.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, resp)) => (Ok(ws), resp.status().as_u16()),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            (Err(body), resp.status().as_u16())
+        }
+        Err(err) => panic!("{err}"),
+    }
+}
