@@ -45,6 +45,8 @@ pub struct Admission {
     per_token: Slots<String>,
     per_ip: Slots<IpAddr>,
     per_session: Slots<u64>,
+    /// Sessions being opened, per sandbox.
+    opening: Slots<String>,
 }
 
 impl Admission {
@@ -54,6 +56,7 @@ impl Admission {
             per_token: Slots::default(),
             per_ip: Slots::default(),
             per_session: Slots::default(),
+            opening: Slots::default(),
         }
     }
 
@@ -111,21 +114,28 @@ impl Admission {
         })
     }
 
-    /// Refuses a session beyond the sandbox's limit; `open` are the
-    /// sandbox's sessions that have not ended.
-    pub fn check_sessions(&self, sandbox: &str, open: usize) -> Result<(), ApiError> {
+    /// Admits one more session of `sandbox`, whose sessions not yet ended
+    /// are counted by `open`. The slot stands for the session until it is
+    /// in the hub (and so counted by `open`): hold it until then, so that
+    /// concurrent opens cannot pass the limit together.
+    pub fn reserve_session(
+        &self,
+        sandbox: &str,
+        open: impl FnOnce() -> usize,
+    ) -> Result<Slot<String>, ApiError> {
         let max = self.limits.max_sessions_per_sandbox;
-        if open < max {
-            return Ok(());
-        }
-        count_refusal(limit::SESSIONS_PER_SANDBOX);
-        Err(ApiError::new(
-            ErrorCode::LimitExceeded,
-            format!(
-                "sandbox {sandbox} already has {max} open sessions (max_sessions_per_sandbox); \
-                 close one (DELETE its session) before opening another"
-            ),
-        ))
+        self.opening
+            .take_if(sandbox.to_owned(), |opening| open() + opening < max)
+            .ok_or_else(|| {
+                count_refusal(limit::SESSIONS_PER_SANDBOX);
+                ApiError::new(
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "sandbox {sandbox} already has {max} open sessions (max_sessions_per_sandbox); \
+                         close one (DELETE its session) before opening another"
+                    ),
+                )
+            })
     }
 
     /// A fresh message-rate budget for one agent (`agent`) or client connection.
@@ -176,9 +186,18 @@ impl<K> Default for Slots<K> {
 impl<K: std::hash::Hash + Eq + Clone> Slots<K> {
     /// One more slot of `key`, unless it already holds `max`.
     fn take(&self, key: K, max: usize) -> Option<Slot<K>> {
+        self.take_if(key, |held| held < max)
+    }
+
+    /// One more slot of `key` if `admit` allows it, given the slots `key`
+    /// holds; decided under the lock.
+    fn take_if(&self, key: K, admit: impl FnOnce(usize) -> bool) -> Option<Slot<K>> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let count = held.entry(key.clone()).or_insert(0);
-        if *count >= max {
+        if !admit(*count) {
+            if *count == 0 {
+                held.remove(&key);
+            }
             return None;
         }
         *count += 1;
@@ -328,6 +347,28 @@ mod tests {
             slots.held.lock().unwrap().is_empty(),
             "idle keys are forgotten"
         );
+    }
+
+    #[test]
+    fn sessions_being_opened_count_against_the_limit() {
+        let admission = Admission::new(Limits {
+            max_sessions_per_sandbox: 2,
+            ..Limits::default()
+        });
+        let opening = admission.reserve_session("sbx_a", || 1).unwrap();
+        // Not in the hub yet, but it may not be opened twice over.
+        let err = admission.reserve_session("sbx_a", || 1).unwrap_err();
+        assert_eq!(err.code, ErrorCode::LimitExceeded);
+        assert!(
+            err.message.contains("max_sessions_per_sandbox"),
+            "{}",
+            err.message
+        );
+        assert!(admission.reserve_session("sbx_b", || 1).is_ok());
+        // In the hub now: counted by `open` instead.
+        drop(opening);
+        assert!(admission.reserve_session("sbx_a", || 2).is_err());
+        assert!(admission.reserve_session("sbx_a", || 1).is_ok());
     }
 
     #[test]
