@@ -62,6 +62,8 @@ pub struct AppState {
     rate_limit: Arc<ratelimit::ApiRateLimiter>,
     /// Connection, session, watcher, size and message-rate limits.
     admission: Arc<admission::Admission>,
+    /// Tasks by state, for `/metrics`.
+    census: telemetry::TaskCensus,
     /// Output and exits on their way to the store, in arrival order.
     tx_persist: tokio::sync::mpsc::Sender<persist::PersistMsg>,
     shutdown: CancellationToken,
@@ -129,6 +131,7 @@ impl App {
             store,
             auth: Authenticator::new(system.clone()),
             tenants: Tenants::new(system.clone()),
+            census: telemetry::TaskCensus::new(system.clone()),
             events: events::EventBus::default(),
             scheduler: Arc::default(),
             governance,

@@ -364,6 +364,9 @@ async fn after_a_scripted_scenario_every_metric_has_its_expected_value() {
     expect("paddock_websocket_connections", &[("kind", "events")], 1.0);
     expect("paddock_tasks_total", &[("state", "succeeded")], 1.0);
     expect("paddock_tasks_total", &[], 1.0);
+    expect("paddock_tasks", &[("state", "succeeded")], 1.0);
+    expect("paddock_tasks", &[("state", "pending")], 1.0);
+    expect("paddock_tasks", &[], 2.0);
     expect(
         "paddock_governance_refusals_total",
         &[("reason", "quota_exceeded")],

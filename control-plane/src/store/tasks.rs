@@ -416,6 +416,17 @@ impl SystemStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// How many tasks are in each state, across tenants (for `/metrics`).
+    pub async fn task_counts(&self) -> Result<Vec<(String, i64)>> {
+        let _timed = QueryTimer::start("task_counts");
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("state")?, row.try_get("n")?)))
+            .collect()
+    }
+
     /// Tasks marked running by `owner` — after a restart, attempts nobody runs.
     pub async fn running_tasks_of(&self, owner: &str) -> Result<Vec<TaskRow>> {
         let _timed = QueryTimer::start("running_tasks_of");
