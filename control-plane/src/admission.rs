@@ -13,7 +13,7 @@ use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{Request, State};
 use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::serve::IncomingStream;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use paddock_protocol::ErrorCode;
@@ -282,16 +282,17 @@ pub fn client_ip(req: &Request) -> Option<IpAddr> {
         })
 }
 
-/// The client's IP as handlers see it (inserted by [`limit_body`]).
+/// The client's IP as handlers see it (inserted by [`client_ip_layer`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<IpAddr>);
 
-/// Refuses a body announced larger than `max_body_bytes` with 413 and the
-/// JSON error before it is read; bodies without a length are cut by axum's
-/// body limit, which the JSON extractor's rejection turns into the same 413.
-/// Also hands handlers the client's IP: from `client_ip_header` when
-/// configured and present, else the peer address.
-pub async fn limit_body(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// Hands handlers the client's IP ([`ClientIp`]): from `client_ip_header`
+/// when configured and present, else the peer address.
+pub async fn client_ip_layer(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let forwarded = state
         .admission
         .limits
@@ -302,17 +303,26 @@ pub async fn limit_body(State(state): State<AppState>, mut req: Request, next: N
         .and_then(|v| v.trim().parse::<IpAddr>().ok());
     let ip = forwarded.or_else(|| client_ip(&req));
     req.extensions_mut().insert(ClientIp(ip));
-    let max = state.admission.limits.max_body_bytes;
+    next.run(req).await
+}
+
+/// Refuses a body announced larger than `max_body_bytes` with 413 and the
+/// JSON error before it is read. Bodies without a length are cut by axum's
+/// body limit, which the JSON extractor's rejection turns into the same 413.
+pub fn check_body(admission: &Admission, req: &Request) -> Result<(), ApiError> {
+    let max = admission.limits.max_body_bytes;
     let announced = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = announced.filter(|&len| len > max as u64) {
-        count_refusal(limit::BODY_SIZE);
-        return too_large(Some((len, max))).into_response();
+    match announced.filter(|&len| len > max as u64) {
+        Some(len) => {
+            count_refusal(limit::BODY_SIZE);
+            Err(too_large(Some((len, max))))
+        }
+        None => Ok(()),
     }
-    next.run(req).await
 }
 
 /// The 413 for a body too large: its length and the limit, when known.

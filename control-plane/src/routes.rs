@@ -354,7 +354,13 @@ pub fn router(state: AppState) -> Router {
             let guarded = handler(route).route_layer(from_fn_with_state(
                 state.clone(),
                 move |State(state): State<AppState>, req: Request, next: Next| {
-                    observe(route, authorize(state, route.permission, req, next))
+                    observe(route, async move {
+                        // Before authentication: a body too large costs no lookup.
+                        if let Err(refused) = admission::check_body(&state.admission, &req) {
+                            return refused.into_response();
+                        }
+                        authorize(state, route.permission, req, next).await
+                    })
                 },
             ));
             methods = Some(match methods {
@@ -374,11 +380,13 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this endpoint; see docs/ARCHITECTURE.md",
             )
         })
-        // Outermost: a body too large is refused before authentication.
         .layer(axum::extract::DefaultBodyLimit::max(
             state.admission.limits.max_body_bytes,
         ))
-        .layer(from_fn_with_state(state.clone(), admission::limit_body))
+        .layer(from_fn_with_state(
+            state.clone(),
+            admission::client_ip_layer,
+        ))
         .with_state(state)
 }
 

@@ -465,6 +465,18 @@ async fn a_body_too_large_is_413_with_the_json_error() {
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
     assert_eq!(fx.refusals("body_size").await, before + 2.0);
+    // Both refusals are counted as requests of the route, by status.
+    let text = support::scrape(&fx.http, &fx.url).await;
+    let refused = support::sample(
+        &text,
+        "paddock_http_requests_total",
+        &[
+            ("route", "/v1/sandboxes"),
+            ("method", "POST"),
+            ("status", "413"),
+        ],
+    );
+    assert_eq!(refused, Some(2.0), "{text}");
 
     // A request within the limit is served.
     let (status, body) = fx
