@@ -3,8 +3,6 @@
 //! bodies it accepts. The `[limits]` table of the config file, or
 //! `PADDOCK_MAX_*` variables; enforced by [`crate::admission`].
 
-use std::fmt;
-
 use paddock_protocol::{FRAME_HEADER_LEN, MAX_CONTROL_FRAME, MAX_DATA_PAYLOAD};
 use serde::Deserialize;
 
@@ -16,7 +14,7 @@ pub const MIN_FRAME_BYTES: usize = FRAME_HEADER_LEN + MAX_DATA_PAYLOAD;
 /// WebSocket library refuses anything larger whatever the config says.
 pub const MAX_FRAME_BYTES: usize = MAX_CONTROL_FRAME;
 
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest WebSocket message accepted from agents and clients, in bytes
@@ -64,28 +62,6 @@ impl Default for Limits {
             // A `file_write` tool call carries up to 512 KiB as base64.
             max_body_bytes: 2 * 1024 * 1024,
         }
-    }
-}
-
-impl fmt::Debug for Limits {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Limits")
-            .field("max_frame_bytes", &self.max_frame_bytes)
-            .field(
-                "max_agent_messages_per_sec",
-                &self.max_agent_messages_per_sec,
-            )
-            .field(
-                "max_client_messages_per_sec",
-                &self.max_client_messages_per_sec,
-            )
-            .field("max_sessions_per_sandbox", &self.max_sessions_per_sandbox)
-            .field("max_watchers_per_session", &self.max_watchers_per_session)
-            .field("max_connections_per_token", &self.max_connections_per_token)
-            .field("max_connections_per_ip", &self.max_connections_per_ip)
-            .field("client_ip_header", &self.client_ip_header)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .finish()
     }
 }
 
