@@ -10,14 +10,16 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::ws::Message;
 use axum::extract::{Request, State};
 use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::serve::IncomingStream;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use paddock_protocol::ErrorCode;
+use paddock_protocol::{ErrorCode, CLOSE_RATE_LIMITED};
 
+use crate::agent_conn::Violation;
 use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::AppState;
@@ -160,6 +162,25 @@ impl Admission {
             "a message of {len} bytes exceeds the limit of {max} (max_frame_bytes)"
         ))
     }
+}
+
+/// Checks an incoming message against the frame-size limit and the
+/// connection's message rate.
+pub fn admit_message(
+    admission: &Admission,
+    rate: &MessageRate,
+    msg: &Message,
+) -> Result<(), Violation> {
+    let len = match msg {
+        Message::Binary(bytes) => bytes.len(),
+        Message::Text(text) => text.len(),
+        Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return Ok(()),
+    };
+    admission.check_frame(len)?;
+    rate.check().map_err(|reason| Violation {
+        code: CLOSE_RATE_LIMITED,
+        reason,
+    })
 }
 
 /// A connection's slots against the per-token and per-IP limits.

@@ -14,14 +14,14 @@ use futures_util::{SinkExt, StreamExt};
 use paddock_protocol::api::SessionState;
 use paddock_protocol::{
     is_supported, unsupported_version_reason, AgentToControl, ControlToAgent, DataFrame, FrameKind,
-    Hello, LiveSession, ResumeFrom, SessionId, CLOSE_MALFORMED, CLOSE_RATE_LIMITED, CLOSE_REPLACED,
+    Hello, LiveSession, ResumeFrom, SessionId, CLOSE_MALFORMED, CLOSE_REPLACED,
     CLOSE_UNSUPPORTED_VERSION, FRAME_HEADER_LEN, MAX_CONTROL_FRAME, MAX_DATA_PAYLOAD,
     PROTOCOL_VERSION,
 };
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::admission::{Admission, ClientIp, MessageRate};
+use crate::admission::{admit_message, ClientIp};
 use crate::error::ApiError;
 use crate::fanout::{Ending, SessionLog};
 use crate::hub::{AckSlot, AgentLink, AgentReply, HubError, Outgoing};
@@ -396,25 +396,6 @@ impl From<String> for Violation {
             reason,
         }
     }
-}
-
-/// Checks an incoming message against the frame-size limit and the
-/// connection's message rate.
-pub(crate) fn admit_message(
-    admission: &Admission,
-    rate: &MessageRate,
-    msg: &Message,
-) -> Result<(), Violation> {
-    let len = match msg {
-        Message::Binary(bytes) => bytes.len(),
-        Message::Text(text) => text.len(),
-        Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return Ok(()),
-    };
-    admission.check_frame(len)?;
-    rate.check().map_err(|reason| Violation {
-        code: CLOSE_RATE_LIMITED,
-        reason,
-    })
 }
 
 /// Reads until the agent goes away (`Ok`) or breaks the protocol or a limit

@@ -24,8 +24,8 @@ use paddock_protocol::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
-use crate::admission::ClientIp;
-use crate::agent_conn::{admit_message, close, Violation};
+use crate::admission::{admit_message, ClientIp};
+use crate::agent_conn::{close, Violation};
 use crate::api::{load_log, resolve_session};
 use crate::error::ApiError;
 use crate::fanout::{Ending, ReadAt, SessionLog};
