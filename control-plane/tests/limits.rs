@@ -87,6 +87,20 @@ impl Fixture {
         SessionId(body["id"].as_u64().unwrap())
     }
 
+    /// Opens `cat` with a driver attached and a watcher.
+    async fn driver_and_watcher(&self) -> (SessionId, StreamClient, StreamClient) {
+        let session = self.open_session().await;
+        let driver = self
+            .stream(OWNER, session, StreamOptions::attach())
+            .await
+            .unwrap();
+        let watcher = self
+            .stream(OWNER, session, StreamOptions::watch())
+            .await
+            .unwrap();
+        (session, driver, watcher)
+    }
+
     async fn stream(
         &self,
         token: &str,
@@ -132,6 +146,30 @@ async fn still_served(driver: &mut StreamClient, line: &str) {
     driver.recv_until_output_contains(line, WAIT).await.unwrap();
 }
 
+/// Opens `cat` with a driver and a watcher, then a third stream, which must
+/// be refused before the upgrade with 429 `limit_exceeded`, counted under
+/// `limit`; the session, both clients and the refusal's message.
+async fn a_third_stream_is_refused(
+    fx: &Fixture,
+    limit: &str,
+) -> (SessionId, StreamClient, StreamClient, String) {
+    let (session, driver, watcher) = fx.driver_and_watcher().await;
+    let before = fx.refusals(limit).await;
+    let err = fx
+        .stream(OWNER, session, StreamOptions::watch())
+        .await
+        .unwrap_err();
+    let (status, code, message) = http_refusal(err);
+    assert_eq!(
+        (status, code.as_str()),
+        (429, "limit_exceeded"),
+        "{message}"
+    );
+    assert!(message.contains(&format!("max_{limit}")), "{message}");
+    assert_eq!(fx.refusals(limit).await, before + 1.0);
+    (session, driver, watcher, message)
+}
+
 /// A refusal before the upgrade: the status and the JSON error's code and message.
 fn http_refusal(err: StreamError) -> (u16, String, String) {
     match err {
@@ -154,15 +192,7 @@ async fn an_oversized_frame_closes_only_that_stream() {
         ..Limits::default()
     })
     .await;
-    let session = fx.open_session().await;
-    let mut driver = fx
-        .stream(OWNER, session, StreamOptions::attach())
-        .await
-        .unwrap();
-    let mut watcher = fx
-        .stream(OWNER, session, StreamOptions::watch())
-        .await
-        .unwrap();
+    let (_, mut driver, mut watcher) = fx.driver_and_watcher().await;
     let before = fx.refusals("frame_size").await;
 
     watcher
@@ -187,15 +217,7 @@ async fn a_connection_sending_too_fast_is_closed_alone() {
         ..Limits::default()
     })
     .await;
-    let session = fx.open_session().await;
-    let mut driver = fx
-        .stream(OWNER, session, StreamOptions::attach())
-        .await
-        .unwrap();
-    let mut watcher = fx
-        .stream(OWNER, session, StreamOptions::watch())
-        .await
-        .unwrap();
+    let (_, mut driver, mut watcher) = fx.driver_and_watcher().await;
     let before = fx.refusals("message_rate").await;
 
     // A burst of twice the rate is allowed; 40 at once are not.
@@ -282,29 +304,9 @@ async fn one_watcher_too_many_is_refused_before_the_upgrade() {
         ..Limits::default()
     })
     .await;
-    let session = fx.open_session().await;
-    let mut driver = fx
-        .stream(OWNER, session, StreamOptions::attach())
-        .await
-        .unwrap();
-    let watcher = fx
-        .stream(OWNER, session, StreamOptions::watch())
-        .await
-        .unwrap();
-    let before = fx.refusals("watchers_per_session").await;
-
-    let err = fx
-        .stream(OWNER, session, StreamOptions::watch())
-        .await
-        .unwrap_err();
-    let (status, code, message) = http_refusal(err);
-    assert_eq!(
-        (status, code.as_str()),
-        (429, "limit_exceeded"),
-        "{message}"
-    );
+    let (session, mut driver, watcher, message) =
+        a_third_stream_is_refused(&fx, "watchers_per_session").await;
     assert!(message.contains("max_watchers_per_session"), "{message}");
-    assert_eq!(fx.refusals("watchers_per_session").await, before + 1.0);
 
     // Another session's stream is not counted against this one.
     let other = fx.open_session().await;
@@ -332,29 +334,9 @@ async fn one_connection_too_many_for_a_token_is_refused() {
         ..Limits::default()
     })
     .await;
-    let session = fx.open_session().await;
-    let mut driver = fx
-        .stream(OWNER, session, StreamOptions::attach())
-        .await
-        .unwrap();
-    let _watcher = fx
-        .stream(OWNER, session, StreamOptions::watch())
-        .await
-        .unwrap();
-    let before = fx.refusals("connections_per_token").await;
-
-    let err = fx
-        .stream(OWNER, session, StreamOptions::watch())
-        .await
-        .unwrap_err();
-    let (status, code, message) = http_refusal(err);
-    assert_eq!(
-        (status, code.as_str()),
-        (429, "limit_exceeded"),
-        "{message}"
-    );
+    let (session, mut driver, _watcher, message) =
+        a_third_stream_is_refused(&fx, "connections_per_token").await;
     assert!(message.contains("max_connections_per_token"), "{message}");
-    assert_eq!(fx.refusals("connections_per_token").await, before + 1.0);
 
     // Another token is counted apart.
     let (status, created) = fx
@@ -380,32 +362,12 @@ async fn one_connection_too_many_from_an_address_is_refused() {
         ..Limits::default()
     })
     .await;
-    let session = fx.open_session().await;
-    let mut driver = fx
-        .stream(OWNER, session, StreamOptions::attach())
-        .await
-        .unwrap();
-    let _watcher = fx
-        .stream(OWNER, session, StreamOptions::watch())
-        .await
-        .unwrap();
-    let before = fx.refusals("connections_per_ip").await;
-
-    let err = fx
-        .stream(OWNER, session, StreamOptions::watch())
-        .await
-        .unwrap_err();
-    let (status, code, message) = http_refusal(err);
-    assert_eq!(
-        (status, code.as_str()),
-        (429, "limit_exceeded"),
-        "{message}"
-    );
+    let (session, mut driver, _watcher, message) =
+        a_third_stream_is_refused(&fx, "connections_per_ip").await;
     assert!(
         message.contains("127.0.0.1") && message.contains("max_connections_per_ip"),
         "{message}"
     );
-    assert_eq!(fx.refusals("connections_per_ip").await, before + 1.0);
 
     // Another address is counted apart: dial from 127.0.0.2.
     let addr: std::net::SocketAddr = fx.url.trim_start_matches("http://").parse().unwrap();
