@@ -186,6 +186,12 @@ pub fn describe_failure(status: StatusCode, body: &[u8], target: &Target) -> Str
         ErrorCode::QuotaExceeded | ErrorCode::BudgetExceeded => format!(
             "refused by governance ({said}): wait as it says, or ask an admin to raise the limit (`paddock agents limits`)"
         ),
+        ErrorCode::LimitExceeded => format!(
+            "refused by a limit of the control plane ({said}): close what you hold open, or ask its operator to raise the limit"
+        ),
+        ErrorCode::PayloadTooLarge => format!(
+            "the request is larger than the control plane accepts ({said}): send less, or ask its operator to raise max_body_bytes"
+        ),
         ErrorCode::Unavailable => format!(
             "the control plane cannot reach its database ({said}): check the database, then retry"
         ),

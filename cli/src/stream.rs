@@ -13,8 +13,8 @@ use paddock_protocol::admin::TENANT_HEADER;
 use paddock_protocol::api::{SessionInfo, StreamQuery};
 use paddock_protocol::{
     ClientToControl, ControlToClient, DataFrame, ErrorCode, FrameKind, Hello, SessionId,
-    StreamMode, TermSize, CLOSE_MALFORMED, CLOSE_REFUSED, CLOSE_UNSUPPORTED_VERSION,
-    MAX_DATA_PAYLOAD, MAX_NAME_LEN, PROTOCOL_VERSION,
+    StreamMode, TermSize, CLOSE_MALFORMED, CLOSE_RATE_LIMITED, CLOSE_REFUSED,
+    CLOSE_UNSUPPORTED_VERSION, MAX_DATA_PAYLOAD, MAX_NAME_LEN, PROTOCOL_VERSION,
 };
 use reqwest::Url;
 use tokio::net::TcpStream;
@@ -491,6 +491,9 @@ fn close_error(frame: Option<&CloseFrame>) -> StreamError {
         CLOSE_MALFORMED => refused(format!(
             "the control plane refused a frame from this paddock ({reason}): this is a bug in paddock"
         )),
+        CLOSE_RATE_LIMITED => refused(format!(
+            "the control plane closed the stream: too many messages ({reason}); type or paste more slowly, then attach again"
+        )),
         _ if reason.is_empty() => {
             StreamError::Dropped(format!("the control plane closed the stream (code {code})"))
         }
@@ -649,6 +652,10 @@ mod tests {
             close_error(Some(&frame(4001, "bad frame"))),
             StreamError::Refused { .. }
         ));
+        let err = close_error(Some(&frame(4004, "more than 1000 messages a second")));
+        assert!(
+            matches!(&err, StreamError::Refused { message, .. } if message.contains("1000 messages") && message.contains("more slowly"))
+        );
         // A normal close without `exited` first is a stream that ended early.
         assert!(matches!(
             close_error(Some(&frame(1000, ""))),

@@ -8,6 +8,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use paddock_protocol::api::SessionState;
@@ -20,6 +21,7 @@ use paddock_protocol::{
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::admission::{admit_message, ClientIp};
 use crate::error::ApiError;
 use crate::fanout::{Ending, SessionLog};
 use crate::hub::{AckSlot, AgentLink, AgentReply, HubError, Outgoing};
@@ -38,6 +40,7 @@ const OUTGOING_QUEUE: usize = 256;
 /// `GET /v1/agent/connect`: the sandbox token is checked before the upgrade.
 pub async fn connect(
     State(state): State<AppState>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -68,6 +71,13 @@ pub async fn connect(
             .into_response()
         }
     };
+    let permit = match state
+        .admission
+        .admit_websocket(&format!("sandbox:{}", sandbox.id), ip)
+    {
+        Ok(permit) => permit,
+        Err(refused) => return refused.into_response(),
+    };
     let span = tracing::info_span!("agent", sandbox.id = %sandbox.id, sandbox.name = %sandbox.name);
     ws.max_message_size(MAX_CONTROL_FRAME + FRAME_HEADER_LEN + MAX_DATA_PAYLOAD)
         .max_frame_size(MAX_CONTROL_FRAME + FRAME_HEADER_LEN + MAX_DATA_PAYLOAD)
@@ -75,7 +85,13 @@ pub async fn connect(
         // library only while a large frame is in flight.
         .read_buffer_size(AGENT_READ_BUFFER)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| run(state, sandbox, socket).instrument(span))
+        .on_upgrade(move |socket| {
+            async move {
+                let _permit = permit;
+                run(state, sandbox, socket).await
+            }
+            .instrument(span)
+        })
 }
 
 /// Closes a WebSocket with `code` and a reason cut to what a close frame holds.
@@ -219,9 +235,9 @@ async fn run(state: AppState, sandbox: SandboxRow, socket: WebSocket) {
     }
     match &reason {
         Ok(()) => info!("agent disconnected"),
-        Err(reason) => {
+        Err(Violation { code, reason }) => {
             warn!(reason = %reason, "agent connection closed");
-            let _ = tx_out.try_send(Outgoing::Close(CLOSE_MALFORMED, reason.clone()));
+            let _ = tx_out.try_send(Outgoing::Close(*code, reason.clone()));
         }
     }
     drop(tx_out);
@@ -229,7 +245,7 @@ async fn run(state: AppState, sandbox: SandboxRow, socket: WebSocket) {
     if state.hub.unregister(&sandbox.id, conn_id) {
         let reason = match &reason {
             Ok(()) => "disconnected".to_owned(),
-            Err(reason) => reason.clone(),
+            Err(violation) => violation.reason.clone(),
         };
         state.events.publish(
             &sandbox.tenant_id,
@@ -365,14 +381,33 @@ async fn write_loop(
     let _ = sink.close().await;
 }
 
-/// Reads until the agent goes away (`Ok`) or breaks the protocol (`Err` with the reason).
+/// Why a connection is closed on the peer: the close code and its reason.
+#[derive(Debug)]
+pub(crate) struct Violation {
+    pub code: u16,
+    pub reason: String,
+}
+
+/// A protocol violation: a malformed frame or a message out of place.
+impl From<String> for Violation {
+    fn from(reason: String) -> Self {
+        Violation {
+            code: CLOSE_MALFORMED,
+            reason,
+        }
+    }
+}
+
+/// Reads until the agent goes away (`Ok`) or breaks the protocol or a limit
+/// (`Err` with the close code and reason).
 async fn read_loop(
     state: &AppState,
     sandbox: &SandboxRow,
     link: &AgentLink,
     stream: &mut futures_util::stream::SplitStream<WebSocket>,
-) -> Result<(), String> {
+) -> Result<(), Violation> {
     let silence = Duration::from_millis(state.config.heartbeat_ms.saturating_mul(3));
+    let rate = state.admission.message_rate(true);
     loop {
         let next = tokio::select! {
             _ = state.shutdown.cancelled() => return Ok(()),
@@ -387,11 +422,12 @@ async fn read_loop(
             Ok(Some(Ok(msg))) => msg,
         };
         link.seen();
+        admit_message(&state.admission, &rate, &msg)?;
         match msg {
             Message::Binary(bytes) => {
                 let frame = DataFrame::decode(&bytes).map_err(|e| e.to_string())?;
                 if frame.kind != FrameKind::Output {
-                    return Err("agents may only send output frames".into());
+                    return Err(String::from("agents may only send output frames").into());
                 }
                 let log = own_log(state, sandbox, frame.session_id)?;
                 let offset = frame.offset;

@@ -271,6 +271,10 @@ pub async fn start_session(
     if state.hub.link(&sandbox.id).is_none() {
         return Err(HubError::Disconnected(sandbox.id.clone()).into());
     }
+    // Held until the session's log is in the hub, where it counts as open.
+    let _opening = state
+        .admission
+        .reserve_session(sandbox.id.as_str(), || state.hub.open_sessions(&sandbox.id))?;
     let row = state
         .store
         .create_session(sandbox, req.command.as_deref(), &req.args, size)

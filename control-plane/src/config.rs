@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::limits::Limits;
 use crate::store::Durability;
 
 #[derive(Clone, Deserialize)]
@@ -41,6 +42,8 @@ pub struct Config {
     pub api_rate_per_sec: u32,
     /// API requests one token may make at once before the rate applies.
     pub api_burst: u32,
+    /// Connection, size and rate limits: the `[limits]` table, `PADDOCK_MAX_*`.
+    pub limits: Limits,
     /// The owner's API token on a fresh database (`PADDOCK_BOOTSTRAP_TOKEN`).
     #[serde(skip)]
     pub bootstrap_token: Option<String>,
@@ -67,6 +70,7 @@ impl Default for Config {
             allow_plain_http: false,
             api_rate_per_sec: 50,
             api_burst: 100,
+            limits: Limits::default(),
             bootstrap_token: None,
             owner_token: None,
         }
@@ -90,6 +94,7 @@ impl fmt::Debug for Config {
             .field("allow_plain_http", &self.allow_plain_http)
             .field("api_rate_per_sec", &self.api_rate_per_sec)
             .field("api_burst", &self.api_burst)
+            .field("limits", &self.limits)
             .field(
                 "bootstrap_token",
                 &self.bootstrap_token.as_ref().map(|_| "<redacted>"),
@@ -195,7 +200,7 @@ impl Config {
                     config.api_rate_per_sec = parse("PADDOCK_API_RATE_PER_SEC", &value)?
                 }
                 "PADDOCK_API_BURST" => config.api_burst = parse("PADDOCK_API_BURST", &value)?,
-                _ => {}
+                other => config.limits.set_env(other, &value)?,
             }
         }
         if let Some(listen) = flags.listen {
@@ -259,6 +264,7 @@ impl Config {
                 });
             }
         }
+        self.limits.validate()?;
         self.validate_tls()?;
         if let Some(token) = &self.bootstrap_token {
             if token.len() < 16 {
@@ -325,7 +331,7 @@ impl Config {
     }
 }
 
-fn parse<T: std::str::FromStr>(key: &'static str, value: &str) -> Result<T, ConfigError>
+pub(crate) fn parse<T: std::str::FromStr>(key: &'static str, value: &str) -> Result<T, ConfigError>
 where
     T::Err: fmt::Display,
 {

@@ -57,7 +57,10 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ErrorCode::PathEscape => StatusCode::BAD_REQUEST,
-            ErrorCode::QuotaExceeded | ErrorCode::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::QuotaExceeded | ErrorCode::BudgetExceeded | ErrorCode::LimitExceeded => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::AgentRestricted => StatusCode::FORBIDDEN,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NonFastForward | ErrorCode::Cancelled => StatusCode::CONFLICT,
@@ -116,6 +119,11 @@ impl From<HubError> for ApiError {
 
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        // A body cut by the body limit (one sent without a length).
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            crate::admission::count_refusal(crate::admission::limit::BODY_SIZE);
+            return crate::admission::too_large(None);
+        }
         ApiError::bad_request(rejection.body_text())
     }
 }

@@ -8,11 +8,13 @@
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use paddock_protocol::tasks::Event;
 use paddock_protocol::{SandboxId, SessionId};
 use tokio::sync::broadcast;
 
+use crate::admission::ClientIp;
 use crate::clock::now_rfc3339;
 use crate::store::Principal;
 use crate::AppState;
@@ -62,10 +64,20 @@ impl EventBus {
 /// `GET /v1/events`: the caller's tenant's events as JSON text frames.
 pub async fn stream(
     State(state): State<AppState>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     principal: Principal,
     ws: WebSocketUpgrade,
 ) -> Response {
-    ws.on_upgrade(move |socket| follow(state, principal, socket))
+    let permit = match state.admission.admit_websocket(&principal.token_id, ip) {
+        Ok(permit) => permit,
+        Err(refused) => return refused.into_response(),
+    };
+    // Clients only listen: nothing they send needs to be large.
+    ws.max_message_size(state.admission.limits.max_frame_bytes)
+        .on_upgrade(move |socket| async move {
+            let _permit = permit;
+            follow(state, principal, socket).await
+        })
 }
 
 async fn follow(state: AppState, principal: Principal, mut socket: WebSocket) {

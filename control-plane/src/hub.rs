@@ -239,6 +239,22 @@ impl Hub {
             .count()
     }
 
+    /// Bytes received but not yet stored (so not yet acked), over every log.
+    pub fn ack_lag(&self) -> u64 {
+        lock(&self.logs)
+            .values()
+            .map(|log| log.end().saturating_sub(log.durable()))
+            .sum()
+    }
+
+    /// Sessions of `sandbox` whose log has not ended yet.
+    pub fn open_sessions(&self, sandbox: &SandboxId) -> usize {
+        lock(&self.logs)
+            .values()
+            .filter(|log| &log.sandbox_id == sandbox && log.snapshot().ending.is_none())
+            .count()
+    }
+
     pub fn remove_log(&self, id: SessionId) {
         lock(&self.logs).remove(&id);
     }

@@ -7,6 +7,7 @@
 //! all-in-one embedded default.
 
 mod admin;
+mod admission;
 mod agent_conn;
 mod api;
 mod asciicast;
@@ -18,6 +19,7 @@ mod events;
 mod fanout;
 pub mod governance;
 mod hub;
+pub mod limits;
 mod openapi;
 mod persist;
 pub mod providers;
@@ -59,6 +61,10 @@ pub struct AppState {
     config: Arc<Config>,
     /// Request-rate limits per API token, checked by `routes::authorize`.
     rate_limit: Arc<ratelimit::ApiRateLimiter>,
+    /// Connection, session, watcher, size and message-rate limits.
+    admission: Arc<admission::Admission>,
+    /// Tasks by state, for `/metrics`.
+    census: telemetry::TaskCensus,
     /// Output and exits on their way to the store, in arrival order.
     tx_persist: tokio::sync::mpsc::Sender<persist::PersistMsg>,
     shutdown: CancellationToken,
@@ -126,6 +132,7 @@ impl App {
             store,
             auth: Authenticator::new(system.clone()),
             tenants: Tenants::new(system.clone()),
+            census: telemetry::TaskCensus::new(system.clone()),
             events: events::EventBus::default(),
             scheduler: Arc::default(),
             governance,
@@ -134,6 +141,7 @@ impl App {
                 config.api_rate_per_sec,
                 config.api_burst,
             )),
+            admission: Arc::new(admission::Admission::new(config.limits.clone())),
             config: Arc::new(config),
             tx_persist,
             shutdown,
@@ -160,7 +168,9 @@ impl App {
                 let tls = tls::server_config(cert, key)?;
                 let listener = tls::TlsListener::new(listener, tls)
                     .context("could not start the TLS listener")?;
-                axum::serve(listener, router)
+                // With the peer's address, for the per-IP connection limit.
+                let service = router.into_make_service_with_connect_info::<admission::PeerAddr>();
+                axum::serve(listener, service)
                     .with_graceful_shutdown(stopped)
                     .await
             }
@@ -169,7 +179,8 @@ impl App {
                 let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
                     let _ = tcp.set_nodelay(true);
                 });
-                axum::serve(listener, router)
+                let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                axum::serve(listener, service)
                     .with_graceful_shutdown(stopped)
                     .await
             }

@@ -12,7 +12,9 @@ use axum::Router;
 use paddock_protocol::admin::Role;
 
 use crate::error::ApiError;
-use crate::{admin, agent_conn, api, events, stream, tasks_api, telemetry, tools, AppState};
+use crate::{
+    admin, admission, agent_conn, api, events, stream, tasks_api, telemetry, tools, AppState,
+};
 
 /// What a route requires of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -352,7 +354,13 @@ pub fn router(state: AppState) -> Router {
             let guarded = handler(route).route_layer(from_fn_with_state(
                 state.clone(),
                 move |State(state): State<AppState>, req: Request, next: Next| {
-                    observe(route, authorize(state, route.permission, req, next))
+                    observe(route, async move {
+                        // Before authentication: a body too large costs no lookup.
+                        if let Err(refused) = admission::check_body(&state.admission, &req) {
+                            return refused.into_response();
+                        }
+                        authorize(state, route.permission, req, next).await
+                    })
                 },
             ));
             methods = Some(match methods {
@@ -372,6 +380,13 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this endpoint; see docs/ARCHITECTURE.md",
             )
         })
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.admission.limits.max_body_bytes,
+        ))
+        .layer(from_fn_with_state(
+            state.clone(),
+            admission::client_ip_layer,
+        ))
         .with_state(state)
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use paddock_protocol::api::StreamQuery;
@@ -23,7 +24,8 @@ use paddock_protocol::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
-use crate::agent_conn::close;
+use crate::admission::{admit_message, ClientIp};
+use crate::agent_conn::{close, Violation};
 use crate::api::{load_log, resolve_session};
 use crate::error::ApiError;
 use crate::fanout::{Ending, ReadAt, SessionLog};
@@ -42,6 +44,7 @@ type Sink = SplitSink<WebSocket, Message>;
 
 pub async fn stream(
     State(state): State<AppState>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     principal: Principal,
     Path((sandbox, session)): Path<(String, u64)>,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
@@ -59,10 +62,18 @@ pub async fn stream(
     }
     let (_sandbox, row) = resolve_session(&state, &principal, &sandbox, SessionId(session)).await?;
     let log = load_log(&state, &row);
+    let permit = state.admission.admit_websocket(&principal.token_id, ip)?;
+    let seat = state.admission.admit_watcher(row.id.0)?;
     let span = tracing::info_span!("client", sandbox.id = %row.sandbox_id, session.id = %row.id, tenant.id = %row.tenant_id);
     Ok(ws
         .max_message_size(MAX_CONTROL_FRAME + FRAME_HEADER_LEN + MAX_DATA_PAYLOAD)
-        .on_upgrade(move |socket| run(state, principal, row, log, query, socket).instrument(span))
+        .on_upgrade(move |socket| {
+            async move {
+                let _held = (permit, seat);
+                run(state, principal, row, log, query, socket).await
+            }
+            .instrument(span)
+        })
         .into_response())
 }
 
@@ -220,8 +231,8 @@ async fn run(
         )
         .await;
         done.cancel();
-        if let Ok(Some(reason)) = reader.await {
-            close(&mut sink, CLOSE_MALFORMED, &reason).await;
+        if let Ok(Some(Violation { code, reason })) = reader.await {
+            close(&mut sink, code, &reason).await;
         }
     }
     log.leave(client_id);
@@ -425,7 +436,8 @@ struct InputAudit {
 }
 
 /// Takes input and resizes from the client; only the driver's are applied.
-/// Returns the reason when the client broke the protocol.
+/// Returns the close code and reason when the client broke the protocol or
+/// a limit.
 async fn read_loop(
     state: AppState,
     log: Arc<SessionLog>,
@@ -433,8 +445,9 @@ async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     done: CancellationToken,
     audit: InputAudit,
-) -> Option<String> {
-    let violation = loop {
+) -> Option<Violation> {
+    let rate = state.admission.message_rate(false);
+    let violation: Option<Violation> = loop {
         let msg = tokio::select! {
             _ = done.cancelled() => return None,
             msg = stream.next() => msg,
@@ -443,6 +456,9 @@ async fn read_loop(
             Some(Ok(msg)) => msg,
             _ => break None,
         };
+        if let Err(violation) = admit_message(&state.admission, &rate, &msg) {
+            break Some(violation);
+        }
         match msg {
             Message::Binary(bytes) => {
                 let frame = match DataFrame::decode(&bytes) {
@@ -450,9 +466,12 @@ async fn read_loop(
                         frame
                     }
                     Ok(_) => {
-                        break Some("clients may only send input frames for this session".into())
+                        break Some(
+                            String::from("clients may only send input frames for this session")
+                                .into(),
+                        )
                     }
-                    Err(err) => break Some(err.to_string()),
+                    Err(err) => break Some(err.to_string().into()),
                 };
                 if log.is_driver(client_id) && !frame.payload.is_empty() {
                     let before = audit.bytes.fetch_add(
@@ -472,6 +491,8 @@ async fn read_loop(
                         )
                         .await;
                     }
+                    metrics::counter!(crate::telemetry::INPUT_BYTES)
+                        .increment(frame.payload.len() as u64);
                     let forwarded = DataFrame::input(log.id, frame.payload).encode();
                     if let Err(err) = state.hub.send_input(&log.sandbox_id, forwarded).await {
                         debug!(error = %err, "input dropped: sandbox not connected");
@@ -486,15 +507,17 @@ async fn read_loop(
                         }
                     }
                 }
-                Ok(ClientToControl::Hello { .. }) => break Some("hello sent twice".into()),
-                Err(err) => break Some(err.to_string()),
+                Ok(ClientToControl::Hello { .. }) => {
+                    break Some(String::from("hello sent twice").into())
+                }
+                Err(err) => break Some(err.to_string().into()),
             },
             Message::Close(_) => break None,
             Message::Ping(_) | Message::Pong(_) => {}
         }
     };
-    if let Some(reason) = &violation {
-        debug!(reason = %reason, "client broke the protocol");
+    if let Some(violation) = &violation {
+        debug!(code = violation.code, reason = %violation.reason, "client broke the protocol or a limit");
     }
     // A protocol violation or a closed socket ends the writer too.
     done.cancel();

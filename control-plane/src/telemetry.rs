@@ -15,6 +15,9 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
+use paddock_protocol::tasks::TaskState;
+
+use crate::store::SystemStore;
 use crate::AppState;
 
 pub const SANDBOXES_CONNECTED: &str = "paddock_sandboxes_connected";
@@ -23,6 +26,8 @@ pub const SESSIONS_LIVE: &str = "paddock_sessions_live";
 pub const WEBSOCKET_CONNECTIONS: &str = "paddock_websocket_connections";
 /// Terminal output; labelled `direction`: `in` from agents, `out` to clients.
 pub const OUTPUT_BYTES: &str = "paddock_output_bytes_total";
+/// Keyboard input forwarded from driving clients to agents.
+pub const INPUT_BYTES: &str = "paddock_input_bytes_total";
 pub const STORED_BYTES: &str = "paddock_stored_bytes_total";
 /// Labelled `route` (the path template), `method`, `status`.
 pub const HTTP_REQUESTS: &str = "paddock_http_requests_total";
@@ -31,8 +36,18 @@ pub const HTTP_REQUEST_DURATION: &str = "paddock_http_request_duration_seconds";
 pub const WATCHER_SKIPS: &str = "paddock_watcher_skips_total";
 /// Tasks reaching a final state; labelled `state`.
 pub const TASKS: &str = "paddock_tasks_total";
+/// Tasks in each state now, across tenants; labelled `state`.
+pub const TASKS_BY_STATE: &str = "paddock_tasks";
 /// Labelled `reason` (the refusal's code).
 pub const GOVERNANCE_REFUSALS: &str = "paddock_governance_refusals_total";
+/// Requests and connections refused by a configured limit; labelled `limit`
+/// (see [`crate::admission::limit`]).
+pub const LIMIT_REFUSALS: &str = "paddock_limit_refusals_total";
+/// Output received from agents but not yet stored (so not yet acked), over
+/// every live session, in bytes.
+pub const ACK_LAG_BYTES: &str = "paddock_ack_lag_bytes";
+/// Labelled `op` (the store method).
+pub const STORE_QUERY_DURATION: &str = "paddock_store_query_duration_seconds";
 
 /// Buckets of the request-duration histogram, in seconds.
 const HTTP_BUCKETS: &[f64] = &[
@@ -99,6 +114,33 @@ impl Drop for ConnectionGauge {
     }
 }
 
+/// Counts tasks by state across tenants for `/metrics`: the one
+/// cross-tenant query the metrics handler may make.
+#[derive(Debug, Clone)]
+pub struct TaskCensus(SystemStore);
+
+impl TaskCensus {
+    pub fn new(system: SystemStore) -> Self {
+        TaskCensus(system)
+    }
+
+    /// Sets the gauge of every state, zero for states no task is in.
+    async fn record(&self) {
+        match self.0.task_counts().await {
+            Ok(counts) => {
+                for state in TaskState::ALL {
+                    let n = counts
+                        .iter()
+                        .find(|(s, _)| s == state.as_str())
+                        .map_or(0, |(_, n)| *n);
+                    metrics::gauge!(TASKS_BY_STATE, "state" => state.as_str()).set(n as f64);
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "could not count tasks for /metrics"),
+        }
+    }
+}
+
 /// `GET /metrics`: the Prometheus text exposition format.
 pub async fn render(State(state): State<AppState>) -> Response {
     let Some(handle) = handle() else {
@@ -109,6 +151,8 @@ pub async fn render(State(state): State<AppState>) -> Response {
     };
     metrics::gauge!(SANDBOXES_CONNECTED).set(state.hub.connected().len() as f64);
     metrics::gauge!(SESSIONS_LIVE).set(state.hub.live_sessions() as f64);
+    metrics::gauge!(ACK_LAG_BYTES).set(state.hub.ack_lag() as f64);
+    state.census.record().await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         handle.render(),

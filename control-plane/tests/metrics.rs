@@ -9,29 +9,8 @@ use std::time::Duration;
 
 use paddock_tests::Agentd;
 use serde_json::json;
-use support::{call, start};
+use support::{call, sample, start};
 use tokio_util::sync::CancellationToken;
-
-/// The sum of the samples of `name` whose labels include every one of `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let metric = series.split('{').next().unwrap_or_default();
-        if metric != name {
-            continue;
-        }
-        if labels
-            .iter()
-            .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
-        {
-            *found.get_or_insert(0.0) += value.parse::<f64>().unwrap();
-        }
-    }
-    found
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_a_session_and_its_requests() {

@@ -58,3 +58,31 @@ pub const CLOSE_MALFORMED: u16 = 4001;
 pub const CLOSE_REPLACED: u16 = 4002;
 /// WebSocket close code for a request the server refuses (e.g. attach while driven).
 pub const CLOSE_REFUSED: u16 = 4003;
+/// WebSocket close code for a connection that sent messages faster than the
+/// server's per-connection rate allows.
+pub const CLOSE_RATE_LIMITED: u16 = 4004;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Close codes are wire: each is pinned here and listed in docs/PROTOCOL.md.
+    #[test]
+    fn close_codes_golden() {
+        let codes = [
+            (CLOSE_UNSUPPORTED_VERSION, 4000),
+            (CLOSE_MALFORMED, 4001),
+            (CLOSE_REPLACED, 4002),
+            (CLOSE_REFUSED, 4003),
+            (CLOSE_RATE_LIMITED, 4004),
+        ];
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        for (code, wire) in codes {
+            assert_eq!(code, wire);
+            assert!(
+                doc.contains(&format!("| {wire} |")),
+                "close code {wire} is missing from the table in docs/PROTOCOL.md"
+            );
+        }
+    }
+}

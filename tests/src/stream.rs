@@ -326,7 +326,56 @@ impl StreamClient {
         opts: StreamOptions,
     ) -> Result<StreamClient, StreamError> {
         let url = stream_url(base, sandbox, session, &opts);
-        let mut ws = match ws_connect(&url, token).await {
+        let ws = ws_connect(&url, token).await;
+        Self::handshake(ws, &url, opts).await
+    }
+
+    /// [`StreamClient::connect`] over a socket whose receive buffer is
+    /// `recv_buffer` bytes and does not grow (plain `http://` only): a client
+    /// that stops reading stalls the server after little data.
+    pub async fn connect_with_recv_buffer(
+        base: &str,
+        token: &str,
+        sandbox: &str,
+        session: SessionId,
+        opts: StreamOptions,
+        recv_buffer: u32,
+    ) -> Result<StreamClient, StreamError> {
+        let url = stream_url(base, sandbox, session, &opts);
+        let addr = base
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| anyhow!("{base} is not http://IP:PORT: {e}"))?;
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .context("could not create a socket")?;
+        socket
+            .set_recv_buffer_size(recv_buffer)
+            .context("could not set the receive buffer")?;
+        let tcp = socket
+            .connect(addr)
+            .await
+            .with_context(|| format!("could not connect to {addr}"))?;
+        let mut req = url.as_str().into_client_request().map_err(|e| anyhow!(e))?;
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| anyhow!(e))?;
+        req.headers_mut().insert("authorization", value);
+        let ws = tokio_tungstenite::client_async_with_config(req, MaybeTlsStream::Plain(tcp), None)
+            .await
+            .map(|(ws, _resp)| ws);
+        Self::handshake(ws, &url, opts).await
+    }
+
+    /// Sends hello on a just-opened stream and waits for welcome.
+    async fn handshake(
+        ws: Result<Ws, WsError>,
+        url: &str,
+        opts: StreamOptions,
+    ) -> Result<StreamClient, StreamError> {
+        let mut ws = match ws {
             Ok(ws) => ws,
             Err(WsError::Http(resp)) => {
                 let body = resp
@@ -721,6 +770,11 @@ impl StreamClient {
             .send(Message::text(msg.encode()))
             .await
             .context("could not send resize")
+    }
+
+    /// Sends one raw WebSocket message (for tests of what the server refuses).
+    pub async fn send_raw(&mut self, msg: Message) -> Result<()> {
+        self.ws.send(msg).await.context("could not send")
     }
 
     /// Closes the stream from this side.

@@ -13,6 +13,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use super::QueryTimer;
 use super::{Backend, Result, Store, StoreError};
 use crate::governance::{Action, CostKind, LimitOverrides, Outcome, ReputationEvent};
 
@@ -50,6 +51,7 @@ fn bind_agent<'q>(query: AnyQuery<'q>, agent_id: Option<&'q str>) -> AnyQuery<'q
 impl Store {
     /// A transaction for governance reads (no lock).
     pub async fn governance_read(&self, tenant_id: &str) -> Result<GovernanceTx> {
+        let _timed = QueryTimer::start("governance_read");
         Ok(GovernanceTx {
             tx: self.begin(tenant_id).await?,
             backend: self.backend(),
@@ -65,6 +67,7 @@ impl Store {
         agent_id: &str,
         start_score: i64,
     ) -> Result<GovernanceTx> {
+        let _timed = QueryTimer::start("governance_write");
         let mut gtx = self.governance_read(tenant_id).await?;
         if gtx.backend == Backend::Postgres {
             gtx.advisory_lock(AGENT_LOCK_CLASS, &format!("{tenant_id}/{agent_id}"))
@@ -92,6 +95,7 @@ impl Store {
         agent_id: Option<&str>,
         overrides: &LimitOverrides,
     ) -> Result<()> {
+        let _timed = QueryTimer::start("set_governance_limits");
         let json =
             serde_json::to_string(overrides).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut gtx = self.governance_read(tenant_id).await?;
@@ -129,6 +133,7 @@ impl Store {
         agent_id: &str,
         limit: u32,
     ) -> Result<Vec<ReputationEvent>> {
+        let _timed = QueryTimer::start("reputation_events");
         let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(
             "SELECT at_ms, outcome, delta, reason, score_after FROM reputation_events
@@ -162,6 +167,7 @@ fn parse_overrides(json: &str) -> Result<LimitOverrides> {
 
 impl GovernanceTx {
     pub async fn commit(self) -> Result<()> {
+        let _timed = QueryTimer::start("commit");
         self.tx.commit().await?;
         Ok(())
     }
@@ -184,6 +190,7 @@ impl GovernanceTx {
     /// lock, never before, so that locks are always taken in one order. On
     /// SQLite the write lock already covers the database.
     pub async fn lock_tenant(&mut self) -> Result<()> {
+        let _timed = QueryTimer::start("lock_tenant");
         if self.backend == Backend::Postgres {
             let tenant = self.tenant_id.clone();
             self.advisory_lock(TENANT_LOCK_CLASS, &tenant).await?;
@@ -197,6 +204,7 @@ impl GovernanceTx {
         &mut self,
         agent_id: Option<&str>,
     ) -> Result<(LimitOverrides, LimitOverrides)> {
+        let _timed = QueryTimer::start("limit_overrides");
         let rows = sqlx::query(
             "SELECT agent_id, overrides FROM governance_limits
              WHERE tenant_id = $1 AND (agent_id IS NULL OR agent_id = $2)",
@@ -227,6 +235,7 @@ impl GovernanceTx {
         since_ms: i64,
         until_ms: i64,
     ) -> Result<u64> {
+        let _timed = QueryTimer::start("count_actions");
         let sql = format!(
             "SELECT COUNT(*) AS n FROM agent_actions
              WHERE tenant_id = $1 AND action = $2 AND at_ms > $3 AND at_ms <= $4{}",
@@ -255,6 +264,7 @@ impl GovernanceTx {
         until_ms: i64,
         nth: u64,
     ) -> Result<Option<i64>> {
+        let _timed = QueryTimer::start("action_at");
         let sql = format!(
             "SELECT at_ms FROM agent_actions
              WHERE tenant_id = $1 AND action = $2 AND at_ms > $3 AND at_ms <= $4{}
@@ -280,6 +290,7 @@ impl GovernanceTx {
         action: Action,
         at_ms: i64,
     ) -> Result<()> {
+        let _timed = QueryTimer::start("insert_action");
         sqlx::query(
             "INSERT INTO agent_actions (tenant_id, agent_id, action, at_ms) VALUES ($1, $2, $3, $4)",
         )
@@ -299,6 +310,7 @@ impl GovernanceTx {
         since_ms: i64,
         until_ms: i64,
     ) -> Result<i64> {
+        let _timed = QueryTimer::start("sum_costs");
         // PostgreSQL sums BIGINTs as NUMERIC, which `Any` cannot decode.
         let sql = format!(
             "SELECT CAST(COALESCE(SUM(micros), 0) AS BIGINT) AS spent FROM agent_costs
@@ -320,6 +332,7 @@ impl GovernanceTx {
         since_ms: i64,
         until_ms: i64,
     ) -> Result<Vec<(i64, i64)>> {
+        let _timed = QueryTimer::start("costs");
         let sql = format!(
             "SELECT at_ms, micros FROM agent_costs
              WHERE tenant_id = $1 AND at_ms > $2 AND at_ms <= $3{} ORDER BY at_ms, id",
@@ -343,6 +356,7 @@ impl GovernanceTx {
         micros: i64,
         note: Option<&str>,
     ) -> Result<()> {
+        let _timed = QueryTimer::start("insert_cost");
         sqlx::query(
             "INSERT INTO agent_costs (tenant_id, agent_id, at_ms, kind, micros, note)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -360,6 +374,7 @@ impl GovernanceTx {
 
     /// The agent's stored score, if it has one.
     pub async fn reputation(&mut self, agent_id: &str) -> Result<Option<i64>> {
+        let _timed = QueryTimer::start("reputation");
         let row = sqlx::query(
             "SELECT score FROM agent_reputation WHERE tenant_id = $1 AND agent_id = $2",
         )
@@ -378,6 +393,7 @@ impl GovernanceTx {
         event: &ReputationEvent,
         restricted: bool,
     ) -> Result<()> {
+        let _timed = QueryTimer::start("record_reputation");
         sqlx::query(
             "UPDATE agent_reputation SET score = $1, restricted = $2
              WHERE tenant_id = $3 AND agent_id = $4",

@@ -9,6 +9,7 @@ use paddock_protocol::admin::{AuditEvent, Role, TenantInfo, TokenInfo, UserInfo}
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::QueryTimer;
 use super::{new_id, now_rfc3339, Result, Store, StoreError, SystemStore};
 use crate::auth::{hash_token, new_token, TokenKind};
 
@@ -45,6 +46,7 @@ impl SystemStore {
         name: &str,
         retention_days: Option<u32>,
     ) -> Result<TenantInfo> {
+        let _timed = QueryTimer::start("create_tenant");
         let created_at = now_rfc3339();
         let result = sqlx::query(
             "INSERT INTO tenants (id, name, created_at, retention_days) VALUES ($1, $1, $2, $3)",
@@ -71,6 +73,7 @@ impl SystemStore {
     }
 
     pub async fn list_tenants(&self) -> Result<Vec<TenantInfo>> {
+        let _timed = QueryTimer::start("list_tenants");
         let rows =
             sqlx::query("SELECT id, name, retention_days, created_at FROM tenants ORDER BY name")
                 .fetch_all(self.pool())
@@ -79,6 +82,7 @@ impl SystemStore {
     }
 
     pub async fn get_tenant(&self, id: &str) -> Result<Option<TenantInfo>> {
+        let _timed = QueryTimer::start("get_tenant");
         let row =
             sqlx::query("SELECT id, name, retention_days, created_at FROM tenants WHERE id = $1")
                 .bind(id)
@@ -88,6 +92,7 @@ impl SystemStore {
     }
 
     pub async fn set_retention(&self, id: &str, retention_days: Option<u32>) -> Result<bool> {
+        let _timed = QueryTimer::start("set_retention");
         let done = sqlx::query("UPDATE tenants SET retention_days = $1 WHERE id = $2")
             .bind(retention_days.map(i64::from))
             .bind(id)
@@ -104,6 +109,7 @@ impl Store {
         name: &str,
         email: Option<&str>,
     ) -> Result<UserInfo> {
+        let _timed = QueryTimer::start("create_user");
         let user = UserInfo {
             id: new_id("usr"),
             tenant_id: tenant_id.to_owned(),
@@ -135,6 +141,7 @@ impl Store {
     }
 
     pub async fn list_users(&self, tenant_id: &str) -> Result<Vec<UserInfo>> {
+        let _timed = QueryTimer::start("list_users");
         let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(
             "SELECT id, tenant_id, name, email, created_at FROM users WHERE tenant_id = $1 ORDER BY name",
@@ -157,6 +164,7 @@ impl Store {
     }
 
     pub async fn user_exists(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let _timed = QueryTimer::start("user_exists");
         let mut tx = self.begin(tenant_id).await?;
         let row = sqlx::query("SELECT id FROM users WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
@@ -176,6 +184,7 @@ impl Store {
         user_id: Option<&str>,
         expires_at: Option<String>,
     ) -> Result<(TokenInfo, String)> {
+        let _timed = QueryTimer::start("create_token");
         let secret = new_token(TokenKind::Api);
         let info = TokenInfo {
             id: new_id("tok"),
@@ -207,6 +216,7 @@ impl Store {
     }
 
     pub async fn list_tokens(&self, tenant_id: &str) -> Result<Vec<TokenInfo>> {
+        let _timed = QueryTimer::start("list_tokens");
         let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(&format!(
             "{TOKEN_COLUMNS} WHERE tenant_id = $1 ORDER BY created_at, id"
@@ -220,6 +230,7 @@ impl Store {
 
     /// Revokes a token of the tenant; `None` if there is no such token.
     pub async fn revoke_token(&self, tenant_id: &str, id: &str) -> Result<Option<TokenInfo>> {
+        let _timed = QueryTimer::start("revoke_token");
         let mut tx = self.begin(tenant_id).await?;
         sqlx::query(
             "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE tenant_id = $2 AND id = $3",
@@ -248,6 +259,7 @@ impl Store {
         resource: &str,
         detail: &serde_json::Value,
     ) -> Result<()> {
+        let _timed = QueryTimer::start("audit");
         let mut tx = self.begin(tenant_id).await?;
         sqlx::query(
             "INSERT INTO audit_events (tenant_id, at, actor, role, action, resource, detail)
@@ -268,6 +280,7 @@ impl Store {
 
     /// The tenant's most recent audit records, newest last.
     pub async fn list_audit(&self, tenant_id: &str, limit: u32) -> Result<Vec<AuditEvent>> {
+        let _timed = QueryTimer::start("list_audit");
         let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(
             "SELECT id, tenant_id, at, actor, role, action, resource, detail FROM audit_events

@@ -55,6 +55,29 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Times one store call into `paddock_store_query_duration_seconds{op}`
+/// when dropped, whichever way the call ends.
+pub(crate) struct QueryTimer {
+    op: &'static str,
+    started: std::time::Instant,
+}
+
+impl QueryTimer {
+    pub(crate) fn start(op: &'static str) -> Self {
+        QueryTimer {
+            op,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for QueryTimer {
+    fn drop(&mut self) {
+        metrics::histogram!(crate::telemetry::STORE_QUERY_DURATION, "op" => self.op)
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
 /// Who an API token speaks for, and on which tenant the request acts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -171,6 +194,7 @@ pub struct Store {
 /// store. On PostgreSQL the two use separate pools, as `paddock_app` and
 /// `paddock_system`.
 pub async fn open(url: &str, durability: Durability) -> Result<(Store, SystemStore)> {
+    let _timed = QueryTimer::start("open");
     sqlx::any::install_default_drivers();
     let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Backend::Postgres
@@ -260,6 +284,7 @@ impl Store {
 
     /// One round trip to the database.
     pub async fn ping(&self) -> Result<()> {
+        let _timed = QueryTimer::start("ping");
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
@@ -267,6 +292,7 @@ impl Store {
     /// A transaction in which every statement sees only `tenant`'s rows
     /// (enforced by row-level security on PostgreSQL).
     pub async fn begin(&self, tenant: &str) -> Result<Transaction<'static, Any>> {
+        let _timed = QueryTimer::start("begin");
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
@@ -298,6 +324,7 @@ impl Store {
         labels: &BTreeMap<String, String>,
         provider: Option<&str>,
     ) -> Result<(SandboxRow, String)> {
+        let _timed = QueryTimer::start("create_sandbox");
         let token = new_token(TokenKind::Sandbox);
         let id = SandboxId(new_id("sbx"));
         let created_at = now_rfc3339();
@@ -338,6 +365,7 @@ impl Store {
 
     /// Replaces a sandbox's agentd token; the old one stops working at once.
     pub async fn rotate_sandbox_token(&self, tenant_id: &str, id: &SandboxId) -> Result<String> {
+        let _timed = QueryTimer::start("rotate_sandbox_token");
         let token = new_token(TokenKind::Sandbox);
         let mut tx = self.begin(tenant_id).await?;
         sqlx::query("UPDATE sandboxes SET token_hash = $1 WHERE tenant_id = $2 AND id = $3")
@@ -351,6 +379,7 @@ impl Store {
     }
 
     pub async fn list_sandboxes(&self, tenant_id: &str) -> Result<Vec<SandboxRow>> {
+        let _timed = QueryTimer::start("list_sandboxes");
         let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(&format!(
             "{SANDBOX_COLUMNS} WHERE tenant_id = $1 ORDER BY created_at, name"
@@ -368,6 +397,7 @@ impl Store {
         tenant_id: &str,
         id_or_name: &str,
     ) -> Result<Option<SandboxRow>> {
+        let _timed = QueryTimer::start("find_sandbox");
         let mut tx = self.begin(tenant_id).await?;
         let row = sqlx::query(&format!(
             "{SANDBOX_COLUMNS} WHERE tenant_id = $1 AND (id = $2 OR name = $2)
@@ -388,6 +418,7 @@ impl Store {
         last_seen_at: &str,
         agent_version: Option<&str>,
     ) -> Result<()> {
+        let _timed = QueryTimer::start("touch_sandbox");
         let mut tx = self.begin(tenant_id).await?;
         sqlx::query(
             "UPDATE sandboxes SET last_seen_at = $1, agent_version = COALESCE($2, agent_version)
@@ -410,6 +441,7 @@ impl Store {
         args: &[String],
         size: TermSize,
     ) -> Result<SessionRow> {
+        let _timed = QueryTimer::start("create_session");
         let created_at = now_rfc3339();
         let args_json =
             serde_json::to_string(args).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -449,6 +481,7 @@ impl Store {
         id: SessionId,
         state: SessionState,
     ) -> Result<()> {
+        let _timed = QueryTimer::start("set_session_state");
         let mut tx = self.begin(tenant_id).await?;
         sqlx::query("UPDATE sessions SET state = $1 WHERE tenant_id = $2 AND id = $3")
             .bind(state_str(state))
@@ -466,6 +499,7 @@ impl Store {
         id: SessionId,
         size: TermSize,
     ) -> Result<()> {
+        let _timed = QueryTimer::start("set_session_size");
         let mut tx = self.begin(tenant_id).await?;
         sqlx::query("UPDATE sessions SET cols = $1, rows = $2 WHERE tenant_id = $3 AND id = $4")
             .bind(i64::from(size.cols))
@@ -488,6 +522,7 @@ impl Store {
         status: Option<ExitStatus>,
         end_offset: u64,
     ) -> Result<()> {
+        let _timed = QueryTimer::start("finish_session");
         let state = if status.is_some() {
             SessionState::Exited
         } else {
@@ -516,6 +551,7 @@ impl Store {
         tenant_id: &str,
         sandbox: &SandboxId,
     ) -> Result<Vec<SessionRow>> {
+        let _timed = QueryTimer::start("list_sessions");
         let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(&format!(
             "{SESSION_COLUMNS} WHERE tenant_id = $1 AND sandbox_id = $2 ORDER BY id"
@@ -534,6 +570,7 @@ impl Store {
         sandbox: &SandboxId,
         id: SessionId,
     ) -> Result<Option<SessionRow>> {
+        let _timed = QueryTimer::start("get_session");
         let mut tx = self.begin(tenant_id).await?;
         let row = sqlx::query(&format!(
             "{SESSION_COLUMNS} WHERE tenant_id = $1 AND sandbox_id = $2 AND id = $3"
@@ -553,6 +590,7 @@ impl Store {
         tenant_id: &str,
         sandbox: &SandboxId,
     ) -> Result<Vec<SessionRow>> {
+        let _timed = QueryTimer::start("unfinished_sessions");
         let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(&format!(
             "{SESSION_COLUMNS} WHERE tenant_id = $1 AND sandbox_id = $2

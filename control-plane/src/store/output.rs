@@ -7,6 +7,7 @@ use paddock_protocol::{ExitStatus, SessionId};
 use sqlx::Row;
 
 use super::Backend;
+use super::QueryTimer;
 
 use super::{now_rfc3339, Result, Store};
 
@@ -90,6 +91,7 @@ impl Store {
     /// Writes a batch in one transaction. Nothing is durable (and nothing
     /// may be acked) until this returns `Ok`.
     pub async fn write_output(&self, writes: &[SessionWrite]) -> Result<()> {
+        let _timed = QueryTimer::start("write_output");
         let mut tx = self.pool.begin().await?;
         for write in writes {
             let Some(id) = write.session_id else { continue };
@@ -167,6 +169,7 @@ impl Store {
         to: u64,
         max_bytes: usize,
     ) -> Result<Vec<Piece>> {
+        let _timed = QueryTimer::start("read_output");
         if from >= to {
             return Ok(Vec::new());
         }
@@ -247,6 +250,7 @@ impl Store {
         from: u64,
         to: u64,
     ) -> Result<Vec<GapRow>> {
+        let _timed = QueryTimer::start("output_gaps");
         let mut tx = self.begin(tenant_id).await?;
         let gaps = gaps_in(&mut tx, tenant_id, session, from, to).await?;
         tx.commit().await?;
@@ -308,6 +312,7 @@ impl Store {
         from: u64,
         limit: u32,
     ) -> Result<Vec<TimedChunk>> {
+        let _timed = QueryTimer::start("timed_chunks");
         let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(
             "SELECT start, data, at_ms FROM output_chunks
@@ -337,6 +342,7 @@ impl Store {
         session: SessionId,
         event: &SessionEvent,
     ) -> Result<()> {
+        let _timed = QueryTimer::start("record_event");
         let mut tx = self.begin(tenant_id).await?;
         sqlx::query(
             "INSERT INTO session_events (tenant_id, session_id, at_ms, stream_offset, kind, data)
@@ -359,6 +365,7 @@ impl Store {
         tenant_id: &str,
         session: SessionId,
     ) -> Result<Vec<SessionEvent>> {
+        let _timed = QueryTimer::start("session_events");
         let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(
             "SELECT stream_offset, at_ms, kind, data FROM session_events

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use sqlx::Row;
 
+use super::QueryTimer;
 use super::{now_rfc3339, Result, SystemStore};
 use crate::clock::rfc3339;
 
@@ -24,6 +25,7 @@ impl SystemStore {
     /// Deletes the output of every session that ended before `now` minus
     /// its tenant's retention, once; returns what was deleted.
     pub async fn purge_expired(&self, now: SystemTime) -> Result<Vec<Purged>> {
+        let _timed = QueryTimer::start("purge_expired");
         let tenants =
             sqlx::query("SELECT id, retention_days FROM tenants WHERE retention_days IS NOT NULL")
                 .fetch_all(self.pool())

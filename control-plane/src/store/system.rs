@@ -9,7 +9,8 @@ use sqlx::{AnyPool, Row};
 use paddock_protocol::admin::Role;
 
 use super::{
-    new_id, now_rfc3339, sandbox_from_row, Backend, Principal, Result, SandboxRow, StoreError,
+    new_id, now_rfc3339, sandbox_from_row, Backend, Principal, QueryTimer, Result, SandboxRow,
+    StoreError,
 };
 use crate::auth::hash_token;
 
@@ -31,6 +32,7 @@ impl SystemStore {
 
     /// Creates the tenant `name` (its id is its name) unless it exists.
     pub async fn ensure_tenant(&self, name: &str) -> Result<()> {
+        let _timed = QueryTimer::start("ensure_tenant");
         sqlx::query(
             "INSERT INTO tenants (id, name, created_at) VALUES ($1, $1, $2) ON CONFLICT DO NOTHING",
         )
@@ -42,6 +44,7 @@ impl SystemStore {
     }
 
     pub async fn has_api_tokens(&self) -> Result<bool> {
+        let _timed = QueryTimer::start("has_api_tokens");
         let row = sqlx::query("SELECT COUNT(*) AS n FROM api_tokens")
             .fetch_one(&self.pool)
             .await?;
@@ -50,6 +53,7 @@ impl SystemStore {
 
     /// Stores `token` as an owner token of `tenant` unless it is already known.
     pub async fn ensure_owner_token(&self, tenant: &str, token: &str) -> Result<()> {
+        let _timed = QueryTimer::start("ensure_owner_token");
         sqlx::query(
             "INSERT INTO api_tokens (id, tenant_id, name, role, token_hash, created_at)
              VALUES ($1, $2, 'owner', 'owner', $3, $4) ON CONFLICT DO NOTHING",
@@ -66,6 +70,7 @@ impl SystemStore {
     /// The principal an API token speaks for, if it is valid: known, not
     /// revoked and not expired.
     pub async fn authenticate_api(&self, token: &str) -> Result<Option<Principal>> {
+        let _timed = QueryTimer::start("authenticate_api");
         let row = sqlx::query(
             "SELECT id, tenant_id, name, role, expires_at, agent_id FROM api_tokens
              WHERE token_hash = $1 AND revoked_at IS NULL",
@@ -95,6 +100,7 @@ impl SystemStore {
 
     /// The sandbox an agentd token belongs to, if it is valid.
     pub async fn authenticate_sandbox(&self, token: &str) -> Result<Option<SandboxRow>> {
+        let _timed = QueryTimer::start("authenticate_sandbox");
         let row = sqlx::query(&format!("{} WHERE token_hash = $1", super::SANDBOX_COLUMNS))
             .bind(hash_token(token))
             .fetch_optional(&self.pool)

@@ -11,6 +11,7 @@ use paddock_protocol::SandboxId;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::QueryTimer;
 use super::{new_id, now_rfc3339, Result, Store, StoreError, SystemStore};
 
 /// A task as stored, with the agent's name resolved.
@@ -72,6 +73,7 @@ fn agent_from_row(row: &AnyRow) -> Result<AgentInfo> {
 
 impl Store {
     pub async fn create_agent(&self, tenant_id: &str, name: &str) -> Result<AgentInfo> {
+        let _timed = QueryTimer::start("create_agent");
         let agent = AgentInfo {
             id: new_id("agt"),
             name: name.to_owned(),
@@ -100,6 +102,7 @@ impl Store {
     }
 
     pub async fn list_agents(&self, tenant_id: &str) -> Result<Vec<AgentInfo>> {
+        let _timed = QueryTimer::start("list_agents");
         let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(
             "SELECT id, name, created_at FROM agents WHERE tenant_id = $1 ORDER BY name",
@@ -113,6 +116,7 @@ impl Store {
 
     /// An agent of the tenant by id or name.
     pub async fn find_agent(&self, tenant_id: &str, id_or_name: &str) -> Result<Option<AgentInfo>> {
+        let _timed = QueryTimer::start("find_agent");
         let mut tx = self.begin(tenant_id).await?;
         let row = sqlx::query(
             "SELECT id, name, created_at FROM agents WHERE tenant_id = $1 AND (id = $2 OR name = $2)",
@@ -132,6 +136,7 @@ impl Store {
         token_id: &str,
         agent_id: &str,
     ) -> Result<()> {
+        let _timed = QueryTimer::start("bind_token_agent");
         let mut tx = self.begin(tenant_id).await?;
         sqlx::query("UPDATE api_tokens SET agent_id = $1 WHERE tenant_id = $2 AND id = $3")
             .bind(agent_id)
@@ -154,6 +159,7 @@ impl Store {
         state: TaskState,
         reason: Option<&str>,
     ) -> Result<(TaskRow, bool)> {
+        let _timed = QueryTimer::start("create_task");
         if let Some(key) = &spec.idempotency_key {
             if let Some(existing) = self.task_by_key(tenant_id, &agent.id, key).await? {
                 return Ok((existing, false));
@@ -224,6 +230,7 @@ impl Store {
     }
 
     pub async fn get_task(&self, tenant_id: &str, id: &str) -> Result<Option<TaskRow>> {
+        let _timed = QueryTimer::start("get_task");
         let mut tx = self.begin(tenant_id).await?;
         let row = sqlx::query(&format!(
             "{TASK_COLUMNS} WHERE t.tenant_id = $1 AND t.id = $2"
@@ -243,6 +250,7 @@ impl Store {
         agent_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<TaskRow>> {
+        let _timed = QueryTimer::start("list_tasks");
         let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(&format!(
             "{TASK_COLUMNS} WHERE t.tenant_id = $1 AND ($2 = '' OR t.state = $2) AND ($3 = '' OR t.agent_id = $3)
@@ -267,6 +275,7 @@ impl Store {
         to: TaskState,
         reason: Option<&str>,
     ) -> Result<bool> {
+        let _timed = QueryTimer::start("transition_task");
         let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         let mut tx = self.begin(tenant_id).await?;
         let done = sqlx::query(
@@ -293,6 +302,7 @@ impl Store {
         not_before_ms: i64,
         reason: &str,
     ) -> Result<bool> {
+        let _timed = QueryTimer::start("retry_task");
         let mut tx = self.begin(tenant_id).await?;
         let done = sqlx::query(
             "UPDATE tasks SET state = 'retrying', not_before_ms = $1, reason = $2, sandbox_id = NULL,
@@ -315,6 +325,7 @@ impl Store {
         id: &str,
         results: &[StepResult],
     ) -> Result<()> {
+        let _timed = QueryTimer::start("set_task_results");
         let mut tx = self.begin(tenant_id).await?;
         sqlx::query(
             "UPDATE tasks SET results = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4",
@@ -336,6 +347,7 @@ impl Store {
         kind: &str,
         detail: &serde_json::Value,
     ) -> Result<()> {
+        let _timed = QueryTimer::start("add_task_event");
         let mut tx = self.begin(tenant_id).await?;
         sqlx::query("INSERT INTO task_events (tenant_id, task_id, at, kind, detail) VALUES ($1, $2, $3, $4, $5)")
             .bind(tenant_id)
@@ -350,6 +362,7 @@ impl Store {
     }
 
     pub async fn task_events(&self, tenant_id: &str, task_id: &str) -> Result<Vec<TaskEvent>> {
+        let _timed = QueryTimer::start("task_events");
         let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(
             "SELECT at, kind, detail FROM task_events WHERE tenant_id = $1 AND task_id = $2 ORDER BY id",
@@ -375,6 +388,7 @@ impl Store {
 impl SystemStore {
     /// Tasks ready to run, across tenants, highest priority first, FIFO within one.
     pub async fn runnable_tasks(&self, now_ms: i64, limit: u32) -> Result<Vec<TaskRow>> {
+        let _timed = QueryTimer::start("runnable_tasks");
         let rows = sqlx::query(&format!(
             "{TASK_COLUMNS} WHERE t.state IN ('pending', 'retrying') AND t.not_before_ms <= $1
              ORDER BY t.priority DESC, t.seq LIMIT $2"
@@ -388,6 +402,7 @@ impl SystemStore {
 
     /// Claims a runnable task for `sandbox`: `true` if this caller won it.
     pub async fn claim_task(&self, id: &str, sandbox: &SandboxId, owner: &str) -> Result<bool> {
+        let _timed = QueryTimer::start("claim_task");
         let done = sqlx::query(
             "UPDATE tasks SET state = 'running', sandbox_id = $1, owner = $2, attempt = attempt + 1,
              updated_at = $3 WHERE id = $4 AND state IN ('pending', 'retrying')",
@@ -401,8 +416,20 @@ impl SystemStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// How many tasks are in each state, across tenants (for `/metrics`).
+    pub async fn task_counts(&self) -> Result<Vec<(String, i64)>> {
+        let _timed = QueryTimer::start("task_counts");
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("state")?, row.try_get("n")?)))
+            .collect()
+    }
+
     /// Tasks marked running by `owner` — after a restart, attempts nobody runs.
     pub async fn running_tasks_of(&self, owner: &str) -> Result<Vec<TaskRow>> {
+        let _timed = QueryTimer::start("running_tasks_of");
         let rows = sqlx::query(&format!(
             "{TASK_COLUMNS} WHERE t.state = 'running' AND t.owner = $1"
         ))

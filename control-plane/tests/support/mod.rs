@@ -14,12 +14,23 @@ pub const OWNER: &str = "pdk_owner_token_for_in_process_tests_0123";
 /// Starts a control plane with its data under `data_dir` (on SQLite there
 /// unless `database_url` names another database); returns its URL. It
 /// serves until `shutdown` is cancelled.
+#[allow(dead_code)] // some test binaries start with their own config
 pub async fn start(
     data_dir: &Path,
     database_url: Option<&str>,
     shutdown: &CancellationToken,
 ) -> String {
-    let config = Config {
+    start_with(data_dir, database_url, shutdown, |_| {}).await
+}
+
+/// [`start`] with the config changed by `configure` first.
+pub async fn start_with(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    shutdown: &CancellationToken,
+    configure: impl FnOnce(&mut Config),
+) -> String {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.to_owned(),
         database_url: database_url.map(str::to_owned),
@@ -30,6 +41,7 @@ pub async fn start(
         bootstrap_token: Some(OWNER.to_owned()),
         ..Config::default()
     };
+    configure(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let app = App::open(config, shutdown.clone()).await.unwrap();
@@ -55,4 +67,42 @@ pub async fn call(
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The sum of the samples of `name` in Prometheus text whose labels include
+/// every one of `labels`; `None` if there is no such sample.
+#[allow(dead_code)] // not every test binary reads metrics
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let metric = series.split('{').next().unwrap_or_default();
+        if metric != name {
+            continue;
+        }
+        if labels
+            .iter()
+            .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+        {
+            *found.get_or_insert(0.0) += value.parse::<f64>().unwrap();
+        }
+    }
+    found
+}
+
+/// `GET /metrics` of the control plane at `url`.
+#[allow(dead_code)] // not every test binary reads metrics
+pub async fn scrape(http: &reqwest::Client, url: &str) -> String {
+    let resp = http.get(format!("{url}/metrics")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.text().await.unwrap()
+}
+
+/// Refusals of `limit` counted so far (`paddock_limit_refusals_total`).
+#[allow(dead_code)] // not every test binary reads metrics
+pub async fn refusals(http: &reqwest::Client, url: &str, limit: &str) -> f64 {
+    let text = scrape(http, url).await;
+    sample(&text, "paddock_limit_refusals_total", &[("limit", limit)]).unwrap_or(0.0)
 }

@@ -295,6 +295,11 @@ pub enum ErrorCode {
     AgentRestricted,
     /// A dependency (the database) does not answer (HTTP 503).
     Unavailable,
+    /// A configured limit is reached: connections per token or IP, watchers
+    /// per session, sessions per sandbox (HTTP 429).
+    LimitExceeded,
+    /// The request body is larger than the server accepts (HTTP 413).
+    PayloadTooLarge,
     /// A code this build does not know, from a newer peer.
     #[serde(other)]
     Unknown,
@@ -324,6 +329,8 @@ impl ErrorCode {
             ErrorCode::BudgetExceeded => "budget_exceeded",
             ErrorCode::AgentRestricted => "agent_restricted",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Unknown => "unknown",
         }
     }

@@ -593,6 +593,8 @@ fn new_error_codes_are_snake_case() {
         (ErrorCode::NonFastForward, "non_fast_forward"),
         (ErrorCode::ToolFailed, "tool_failed"),
         (ErrorCode::Cancelled, "cancelled"),
+        (ErrorCode::LimitExceeded, "limit_exceeded"),
+        (ErrorCode::PayloadTooLarge, "payload_too_large"),
     ] {
         assert_eq!(code.as_str(), text);
         assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{text}\""));
