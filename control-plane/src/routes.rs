@@ -12,7 +12,9 @@ use axum::Router;
 use paddock_protocol::admin::Role;
 
 use crate::error::ApiError;
-use crate::{admin, agent_conn, api, events, stream, tasks_api, telemetry, tools, AppState};
+use crate::{
+    admin, agent_conn, api, console, events, screen, stream, tasks_api, telemetry, tools, AppState,
+};
 
 /// What a route requires of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -153,6 +155,22 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/readyz", Permission::Public, false),
     route("GET", "/v1/openapi.json", Permission::Public, false),
     route("GET", "/metrics", Permission::Public, false),
+    route("GET", "/console", Permission::Public, false),
+    route("GET", "/console/assets/{file}", Permission::Public, false),
+    // Signing in takes an API token in the body: the handler checks it.
+    route("POST", "/v1/console/session", Permission::Public, false),
+    route(
+        "GET",
+        "/v1/console/session",
+        Permission::Authenticated,
+        false,
+    ),
+    route(
+        "DELETE",
+        "/v1/console/session",
+        Permission::Authenticated,
+        false,
+    ),
     route("GET", "/v1/agent/connect", Permission::SandboxToken, false),
     route("GET", "/v1/whoami", Permission::Authenticated, false),
     route("GET", "/v1/sandboxes", Permission::ReadSandboxes, false),
@@ -214,6 +232,12 @@ pub const ROUTES: &[Route] = &[
     route(
         "GET",
         "/v1/sandboxes/{sandbox}/sessions/{session}/stream",
+        Permission::Watch,
+        true,
+    ),
+    route(
+        "GET",
+        "/v1/sandboxes/{sandbox}/sessions/{session}/scrollback",
         Permission::Watch,
         true,
     ),
@@ -295,6 +319,11 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("GET", "/readyz") => get(api::ready),
         ("GET", "/v1/openapi.json") => get(crate::openapi::serve),
         ("GET", "/metrics") => get(telemetry::render),
+        ("GET", "/console") => get(console::page),
+        ("GET", "/console/assets/{file}") => get(console::asset),
+        ("POST", "/v1/console/session") => post(console::sign_in),
+        ("GET", "/v1/console/session") => get(console::current),
+        ("DELETE", "/v1/console/session") => delete(console::sign_out),
         ("GET", "/v1/agent/connect") => get(agent_conn::connect),
         ("GET", "/v1/whoami") => get(admin::whoami),
         ("GET", "/v1/sandboxes") => get(api::list_sandboxes),
@@ -309,6 +338,7 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("POST", "/v1/sandboxes/{sandbox}/sessions/{session}/resize") => post(api::resize_session),
         ("GET", "/v1/sandboxes/{sandbox}/sessions/{session}/output") => get(api::session_output),
         ("GET", "/v1/sandboxes/{sandbox}/sessions/{session}/stream") => get(stream::stream),
+        ("GET", "/v1/sandboxes/{sandbox}/sessions/{session}/scrollback") => get(screen::scrollback),
         ("POST", "/v1/sandboxes/{sandbox}/tools/{tool}") => post(tools::call_tool),
         ("GET", "/v1/tenants") => get(admin::list_tenants),
         ("POST", "/v1/tenants") => post(admin::create_tenant),
@@ -410,7 +440,7 @@ async fn authorize(
     if !permission.needs_api_token() {
         return next.run(req).await;
     }
-    let principal = match crate::auth::authenticate(&state, req.headers()).await {
+    let principal = match crate::auth::authenticate(&state, req.method(), req.headers()).await {
         Ok(principal) => principal,
         Err(err) => return err.into_response(),
     };
