@@ -221,6 +221,7 @@ async function tasks(main, { query, onEvent }) {
 
 async function task(main, { id, onEvent }) {
   let stream = null;
+  let pending = null;
   const body = h("div");
   page(main, "Task " + id, body);
   async function load() {
@@ -246,11 +247,14 @@ async function task(main, { id, onEvent }) {
           result && result.exit ? " · exit " + JSON.stringify(result.exit) : "",
           result && result.error ? h("span", { class: "error" }, " · " + result.error) : "");
       })),
-      running ? [h("h2", {}, "Live output of step " + running.step), output] : "",
+      ...(running ? [h("h2", {}, "Live output of step " + running.step), output] : []),
       h("h2", {}, "Events"),
       table("Task events", ["At", "Event", "Detail"], events.map((e) => [when(e.at), e.kind, h("code", {}, JSON.stringify(e.detail))]), "No events yet."));
     if (stream) stream.close();
     stream = null;
+    clearTimeout(pending);
+    // A step's session is recorded just after it starts: look again soon.
+    if (!running && !FINAL.has(t.state)) pending = setTimeout(reload, 500);
     if (running) {
       const view = new ScreenView(output, "output of step " + running.step);
       stream = new ScreenStream({ sandbox: t.sandbox_id, session: running.session_id, mode: "watch", handlers: {
@@ -262,6 +266,7 @@ async function task(main, { id, onEvent }) {
   const off = onEvent((e) => e.task_id === id && reload());
   return () => {
     off();
+    clearTimeout(pending);
     if (stream) stream.close();
   };
 }

@@ -238,9 +238,14 @@ async fn run(
             }
         }
         done.cancel();
-        if let Ok(Some(reason)) = reader.await {
-            close(&mut sink, CLOSE_MALFORMED, &reason).await;
+        match reader.await {
+            Ok(Some(reason)) => close(&mut sink, CLOSE_MALFORMED, &reason).await,
+            // The client closed (or the writer already did): answer its close
+            // frame, so it sees a clean 1000 rather than a dropped socket.
+            _ => close(&mut sink, 1000, "goodbye").await,
         }
+        // Flushes a close reply the WebSocket queued itself, if it did.
+        let _ = sink.close().await;
     }
     log.leave(client_id);
     debug!("client left");
