@@ -61,7 +61,16 @@ export async function sessionPage(main, { sandbox, session }) {
       h("dt", {}, "Size"), h("dd", {}, info.size.cols + "×" + info.size.rows),
       h("dt", {}, "Started"), h("dd", {}, when(info.created_at)),
       h("dt", {}, "Driver"), h("dd", { id: "session-driver" }, info.driver || "nobody"),
-      h("dt", {}, "Output"), h("dd", {}, String(info.end_offset) + " bytes"));
+      h("dt", {}, "Output"), h("dd", { id: "session-output" }, String(info.end_offset) + " bytes"));
+  }
+
+  // Cheap updates on every frame: only the byte count changes.
+  function showOffset(offset) {
+    const dd = document.getElementById("session-output");
+    if (dd && offset > info.end_offset) {
+      info.end_offset = offset;
+      dd.textContent = String(offset) + " bytes";
+    }
   }
   showFacts();
 
@@ -89,8 +98,22 @@ export async function sessionPage(main, { sandbox, session }) {
           view.el.focus();
         }
       },
-      screen_frame: (m) => view.apply(m),
-      screen_diff: (m) => view.apply(m),
+      screen_frame: (m) => {
+        view.apply(m);
+        if (m.size.cols !== info.size.cols || m.size.rows !== info.size.rows) {
+          info.size = m.size;
+          showFacts();
+        }
+        showOffset(m.offset);
+      },
+      screen_diff: (m) => {
+        view.apply(m);
+        showOffset(m.offset);
+      },
+      resized: (m) => {
+        info.size = m.size;
+        showFacts();
+      },
       driver_changed: (m) => {
         info.driver = m.driver;
         showFacts();

@@ -190,7 +190,10 @@ async fn check_page(b: &Browser, name: &str) -> Result<()> {
         "{name}: controls out of the tab order: {unreachable}"
     );
     // From the top of the page's content, Tab lands on a control.
-    b.wait_for("#main", WAIT).await?.send_keys("\u{E004}").await?;
+    b.wait_for("#main", WAIT)
+        .await?
+        .send_keys("\u{E004}")
+        .await?;
     let focused = b
         .eval(
             "const e = document.activeElement; return e && e !== document.body ? e.tagName : null;",

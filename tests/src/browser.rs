@@ -182,7 +182,11 @@ impl Browser {
     }
 
     /// Waits for an element matching `css`.
-    pub async fn wait_for(&self, css: &str, limit: Duration) -> Result<fantoccini::elements::Element> {
+    pub async fn wait_for(
+        &self,
+        css: &str,
+        limit: Duration,
+    ) -> Result<fantoccini::elements::Element> {
         let deadline = Instant::now() + limit;
         let script = format!("return document.querySelector({}) !== null;", json!(css));
         loop {
@@ -205,7 +209,10 @@ impl Browser {
     /// The visible text of the page, for failure messages.
     pub async fn page_text(&self) -> Result<String> {
         let v = self
-            .eval("return document.body ? document.body.innerText : '';", vec![])
+            .eval(
+                "return document.body ? document.body.innerText : '';",
+                vec![],
+            )
             .await?;
         Ok(v.as_str().unwrap_or_default().to_owned())
     }
@@ -229,7 +236,8 @@ impl Browser {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("could not create {}", dir.display()))?;
         let path = dir.join(format!("{name}.png"));
-        std::fs::write(&path, png).with_context(|| format!("could not write {}", path.display()))?;
+        std::fs::write(&path, png)
+            .with_context(|| format!("could not write {}", path.display()))?;
         Ok(path)
     }
 
