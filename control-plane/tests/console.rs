@@ -16,7 +16,7 @@ use control_plane::store::{self, Durability};
 use paddock_tests::proto::{ControlToClient, SessionId};
 use paddock_tests::{snapshot_rows, within_for, Agentd, Browser, StreamClient, StreamOptions};
 use serde_json::{json, Value};
-use support::{start, OWNER};
+use support::{call, start, OWNER};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -55,7 +55,7 @@ impl Http {
     }
 
     async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
-        let (status, value) = self.call(OWNER, None, method.clone(), path, body).await?;
+        let (status, value) = call(&self.http, &self.url, method.clone(), path, body).await;
         ensure!(
             (200..300).contains(&status),
             "{method} {path} answered {status}: {value}"
