@@ -222,12 +222,6 @@ pub fn screen_messages(last: Option<&Rendered>, now: &Rendered) -> Vec<ControlTo
         .collect()
 }
 
-/// What ends a screen viewer's loop.
-pub enum Stop {
-    /// The socket is gone or the server is stopping; nothing more to send.
-    Gone,
-}
-
 /// Sends rendered screens, driver and size changes, and the ending, until
 /// the session ends or the client goes away.
 pub async fn write_screens(
@@ -237,7 +231,7 @@ pub async fn write_screens(
     mut mode: StreamMode,
     sink: &mut crate::stream::Sink,
     done: &tokio_util::sync::CancellationToken,
-) -> Result<(), Stop> {
+) {
     let interval = Duration::from_millis(1000 / u64::from(MAX_SCREEN_FPS));
     let mut rx_changed = log.subscribe();
     let mut last: Option<Arc<Rendered>> = None;
@@ -250,14 +244,14 @@ pub async fn write_screens(
             Err(err) => {
                 tracing::error!(error = %err, "could not render the screen");
                 crate::agent_conn::close(sink, 1011, "could not render the screen").await;
-                return Err(Stop::Gone);
+                return;
             }
         };
         let messages = screen_messages(last.as_deref(), &now);
         if !messages.is_empty() {
             for msg in &messages {
                 if !crate::stream::send(sink, msg).await {
-                    return Err(Stop::Gone);
+                    return;
                 }
             }
             next_frame = Instant::now() + interval;
@@ -276,13 +270,13 @@ pub async fn write_screens(
                 let reason = format!("taken over by {by}; you are watching now");
                 let msg = ControlToClient::ModeChanged { mode, reason };
                 if !crate::stream::send(sink, &msg).await {
-                    return Err(Stop::Gone);
+                    return;
                 }
             }
             driver = snap.driver.clone();
             let label = driver.as_ref().map(|d| d.label.clone());
             if !crate::stream::send(sink, &ControlToClient::DriverChanged { driver: label }).await {
-                return Err(Stop::Gone);
+                return;
             }
         }
         if now.offset >= snap.end {
@@ -295,11 +289,11 @@ pub async fn write_screens(
                     if crate::stream::send(sink, &exited).await {
                         crate::agent_conn::close(sink, 1000, "session ended").await;
                     }
-                    return Ok(());
+                    return;
                 }
                 Some(Ending::Lost(reason)) => {
                     crate::stream::refuse(sink, ErrorCode::SessionEnded, 1000, reason).await;
-                    return Ok(());
+                    return;
                 }
                 None => {}
             }
@@ -307,19 +301,19 @@ pub async fn write_screens(
         // Wait for a change, then for the rest of the frame interval: what
         // changes meanwhile is drawn by the one frame that follows.
         tokio::select! {
-            changed = rx_changed.changed() => if changed.is_err() { return Err(Stop::Gone) },
-            _ = done.cancelled() => return Err(Stop::Gone),
+            changed = rx_changed.changed() => if changed.is_err() { return },
+            _ = done.cancelled() => return,
             _ = state.shutdown.cancelled() => {
                 crate::agent_conn::close(sink, 1001, "control plane shutting down").await;
-                return Err(Stop::Gone);
+                return;
             }
         }
         tokio::select! {
             _ = tokio::time::sleep_until(next_frame) => {}
-            _ = done.cancelled() => return Err(Stop::Gone),
+            _ = done.cancelled() => return,
             _ = state.shutdown.cancelled() => {
                 crate::agent_conn::close(sink, 1001, "control plane shutting down").await;
-                return Err(Stop::Gone);
+                return;
             }
         }
     }

@@ -225,10 +225,8 @@ async fn run(
         ));
         match query.render {
             Render::Screen => {
-                let _ = crate::screen::write_screens(
-                    &state, &log, client_id, query.mode, &mut sink, &done,
-                )
-                .await;
+                crate::screen::write_screens(&state, &log, client_id, query.mode, &mut sink, &done)
+                    .await;
             }
             Render::Bytes => {
                 write_loop(

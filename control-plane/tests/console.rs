@@ -118,6 +118,23 @@ impl Http {
         info["id"].as_u64().context("session id")
     }
 
+    /// Waits until task `id` is in `state`.
+    async fn wait_task(&self, id: &str, state: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let t = self
+                .ok(reqwest::Method::GET, &format!("/v1/tasks/{id}"), None)
+                .await?;
+            if t["state"] == state {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("task {id} never became {state}: {t}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn stored_output(&self, sandbox: &str, session: u64) -> Result<String> {
         let resp = self
             .http
@@ -553,17 +570,7 @@ async fn console_tasks_approvals_agents_and_audit() {
                 .await?
                 .click()
                 .await?;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                let t = api.ok(reqwest::Method::GET, &format!("/v1/tasks/{waiting}"), None).await?;
-                if t["state"] == "succeeded" {
-                    break;
-                }
-                if tokio::time::Instant::now() > deadline {
-                    bail!("the approved task never ran: {t}");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            api.wait_task(&waiting, "succeeded").await?;
             b.wait_js(
                 "the approved task to leave the list",
                 WAIT,
@@ -604,17 +611,7 @@ async fn console_tasks_approvals_agents_and_audit() {
             check_page(&b, "task-detail").await?;
             b.eval("window.confirm = () => true;", vec![]).await?;
             b.wait_for(&format!("[data-cancel='{long}']"), WAIT).await?.click().await?;
-            let deadline = tokio::time::Instant::now() + WAIT;
-            loop {
-                let t = api.ok(reqwest::Method::GET, &format!("/v1/tasks/{long}"), None).await?;
-                if t["state"] == "cancelled" {
-                    break;
-                }
-                if tokio::time::Instant::now() > deadline {
-                    bail!("the task was not cancelled: {t}");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            api.wait_task(&long, "cancelled").await?;
 
             // Audit: the tenant's log, filterable.
             b.goto(&format!("{url}/console#/audit")).await?;
