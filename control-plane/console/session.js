@@ -39,7 +39,7 @@ export async function sessionPage(main, { sandbox, session }) {
     : null;
   const controls = h("div", { class: "controls" },
     attach ? h("label", { for: "attach", class: "switch" }, attach, " Attach (type into the session)") : null,
-    attach ? h("span", { id: "attach-help", class: "help" }, "While attached, keys typed on the screen go to the session and its terminal follows this window's size.") : null,
+    attach ? h("span", { id: "attach-help", class: "help" }, "While attached, keys typed on the screen go to the session (Ctrl-] leaves the screen) and its terminal follows this window's size.") : null,
     h("a", { href: api.sessionPath(sandbox, session) + "/output?format=asciicast", download: "session-" + session + ".cast", id: "download" }, "Download asciicast"));
   const scrollbackBox = h("div", { id: "scrollback-box" });
   const scrollback = h("details", { id: "scrollback" }, h("summary", {}, "Scrollback"), scrollbackBox);
@@ -146,6 +146,13 @@ export async function sessionPage(main, { sandbox, session }) {
   }
   view.el.addEventListener("keydown", (ev) => {
     if (mode !== "attach" || !stream) return;
+    // Tab and Escape belong to the terminal while attached; Ctrl-] (the
+    // CLI's detach key) hands the keyboard back to the page.
+    if (ev.ctrlKey && ev.key === "]") {
+      ev.preventDefault();
+      attach.focus();
+      return;
+    }
     const bytes = keyBytes(ev);
     if (!bytes) return;
     ev.preventDefault();

@@ -374,6 +374,15 @@ async fn console_wall_session_attach_operator_and_tenants() {
             )
             .await?;
             api.wait_output(&sb_b, session_b, "attach-42-ok").await?;
+            // Tab belongs to the terminal while attached; Ctrl-] gives the keyboard back.
+            screen.send_keys("\u{E009}]\u{E000}").await?;
+            b.wait_js(
+                "Ctrl-] to move focus to the attach switch",
+                WAIT,
+                "return document.activeElement && document.activeElement.id === 'attach';",
+            )
+            .await?;
+            screen.click().await?;
             // The PTY follows the browser's size, and the shell sees it.
             let info = api
                 .ok(reqwest::Method::GET, &format!("/v1/sandboxes/{sb_b}/sessions/{session_b}"), None)
