@@ -105,11 +105,13 @@ impl Browser {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .map_err(|e| anyhow!("could not start a Chromium session: {e}\n{}", driver.logs()))?;
-        Ok(Browser {
+        let browser = Browser {
             client,
             driver,
             _profile: profile,
-        })
+        };
+        browser.resize(1280, 800).await?;
+        Ok(browser)
     }
 
     pub fn client(&self) -> &Client {
@@ -127,9 +129,21 @@ impl Browser {
         Ok(self.client.current_url().await?.to_string())
     }
 
-    /// Sets the window's size (the outer window; the page gets a bit less).
+    /// Sizes the window so the page itself (the viewport) is `width`×`height`.
     pub async fn resize(&self, width: u32, height: u32) -> Result<()> {
         self.client.set_window_size(width, height).await?;
+        let inner = self
+            .eval("return [window.innerWidth, window.innerHeight];", vec![])
+            .await?;
+        let (w, h) = (
+            inner[0].as_u64().unwrap_or(u64::from(width)) as u32,
+            inner[1].as_u64().unwrap_or(u64::from(height)) as u32,
+        );
+        if (w, h) != (width, height) {
+            let outer_w = width + width.saturating_sub(w);
+            let outer_h = height + height.saturating_sub(h);
+            self.client.set_window_size(outer_w, outer_h).await?;
+        }
         Ok(())
     }
 
