@@ -167,15 +167,14 @@ impl Http {
 /// Signs in through the form with `token` and waits for the wall.
 async fn sign_in_with_form(b: &Browser, url: &str, token: &str) -> Result<()> {
     b.goto(&format!("{url}/console")).await?;
-    let input = b.wait_for("#token", WAIT).await?;
-    input.send_keys(token).await?;
-    b.wait_for("#signin-submit", WAIT).await?.click().await?;
+    b.type_into("#token", token).await?;
+    b.click("#signin-submit").await?;
     b.wait_for("#wall", WAIT).await?;
     Ok(())
 }
 
 async fn sign_out(b: &Browser) -> Result<()> {
-    b.wait_for("#signout", WAIT).await?.click().await?;
+    b.click("#signout").await?;
     b.wait_for("#token", WAIT).await?;
     Ok(())
 }
@@ -207,10 +206,7 @@ async fn check_page(b: &Browser, name: &str) -> Result<()> {
         "{name}: controls out of the tab order: {unreachable}"
     );
     // From the top of the page's content, Tab lands on a control.
-    b.wait_for("#main", WAIT)
-        .await?
-        .send_keys("\u{E004}")
-        .await?;
+    b.type_into("#main", "\u{E004}").await?;
     let focused = b
         .eval(
             "const e = document.activeElement; return e && e !== document.body ? e.tagName : null;",
@@ -354,18 +350,16 @@ async fn console_wall_session_attach_operator_and_tenants() {
             // Attach: keys typed in the browser reach the shell, output comes back.
             b.goto(&format!("{url}/console#/sessions/{sb_b}/{session_b}")).await?;
             b.wait_for("#screen .row", WAIT).await?;
-            b.wait_for("#attach", WAIT).await?.click().await?;
+            b.click("#attach").await?;
             b.wait_js(
                 "attach to be accepted",
                 WAIT,
                 "return document.getElementById('stream-status').textContent.startsWith('Attached');",
             )
             .await?;
-            let screen = b.wait_for("#screen", WAIT).await?;
-            screen.click().await?;
+            b.click("#screen").await?;
             // Backspace fixes a typo; Enter runs the line.
-            screen
-                .send_keys("echo attach-$((2*21))-okX\u{E003} && stty size\u{E007}")
+            b.type_into("#screen", "echo attach-$((2*21))-okX\u{E003} && stty size\u{E007}")
                 .await?;
             b.wait_js(
                 "the shell's answer on the page",
@@ -375,14 +369,14 @@ async fn console_wall_session_attach_operator_and_tenants() {
             .await?;
             api.wait_output(&sb_b, session_b, "attach-42-ok").await?;
             // Tab belongs to the terminal while attached; Ctrl-] gives the keyboard back.
-            screen.send_keys("\u{E009}]\u{E000}").await?;
+            b.type_into("#screen", "\u{E009}]\u{E000}").await?;
             b.wait_js(
                 "Ctrl-] to move focus to the attach switch",
                 WAIT,
                 "return document.activeElement && document.activeElement.id === 'attach';",
             )
             .await?;
-            screen.click().await?;
+            b.click("#screen").await?;
             // The PTY follows the browser's size, and the shell sees it.
             let info = api
                 .ok(reqwest::Method::GET, &format!("/v1/sandboxes/{sb_b}/sessions/{session_b}"), None)
@@ -391,10 +385,24 @@ async fn console_wall_session_attach_operator_and_tenants() {
             ensure!(cols > 80 && rows > 0, "the PTY was not sized to the browser: {info}");
             let stty = format!("{rows} {cols}");
             api.wait_output(&sb_b, session_b, &stty).await?;
+            // Every special key reaches the program as a terminal sends it (Ctrl-D ends it):
+            // `cat -vT` prints what it reads (^I is only in its output, not the echo).
+            b.type_into("#screen", "cat -vT\u{E007}").await.context("typing cat -v")?;
+            b.type_into("#screen", concat!(
+                    "\u{E013}\u{E015}\u{E012}\u{E014}", // arrows: up, down, left, right
+                    "\u{E011}\u{E010}\u{E00E}\u{E00F}", // Home, End, PageUp, PageDown
+                    "\u{E004}\u{E00C}",                   // Tab, Escape
+                    "\u{E009}a\u{E000}z\u{E007}",        // Ctrl-A, z, Enter
+                ))
+                .await
+                .context("typing special keys")?;
+            api.wait_output(&sb_b, session_b, "^[[A^[[B^[[D^[[C^[[H^[[F^[[5~^[[6~^I^[^Az")
+                .await?;
+            b.type_into("#screen", "\u{E009}d\u{E000}").await.context("Ctrl-D")?;
             // Scrollback: lines that scrolled off are served by the server's emulator.
-            screen.send_keys("seq 1 150\u{E007}").await?;
-            api.wait_output(&sb_b, session_b, "150").await?;
-            b.wait_for("#scrollback summary", WAIT).await?.click().await?;
+            b.type_into("#screen", "seq 1 150\u{E007}").await?;
+            api.wait_output(&sb_b, session_b, "\r\n149\r\n150\r\n").await?;
+            b.click("#scrollback summary").await?;
             b.wait_js(
                 "the first lines in the scrollback",
                 WAIT,
@@ -575,10 +583,7 @@ async fn console_tasks_approvals_agents_and_audit() {
             b.goto(&format!("{url}/console#/approvals")).await?;
             b.wait_for(&format!("[data-approve='{waiting}']"), WAIT).await?;
             check_page(&b, "approvals").await?;
-            b.wait_for(&format!("[data-approve='{waiting}']"), WAIT)
-                .await?
-                .click()
-                .await?;
+            b.click(&format!("[data-approve='{waiting}']")).await?;
             api.wait_task(&waiting, "succeeded").await?;
             b.wait_js(
                 "the approved task to leave the list",
@@ -619,13 +624,13 @@ async fn console_tasks_approvals_agents_and_audit() {
             .await?;
             check_page(&b, "task-detail").await?;
             b.eval("window.confirm = () => true;", vec![]).await?;
-            b.wait_for(&format!("[data-cancel='{long}']"), WAIT).await?.click().await?;
+            b.click(&format!("[data-cancel='{long}']")).await?;
             api.wait_task(&long, "cancelled").await?;
 
             // Audit: the tenant's log, filterable.
             b.goto(&format!("{url}/console#/audit")).await?;
             b.wait_for("#audit-list table", WAIT).await?;
-            b.wait_for("#audit-filter", WAIT).await?.send_keys("console.signed_in").await?;
+            b.type_into("#audit-filter", "console.signed_in").await?;
             b.wait_js(
                 "the filter to keep only sign-ins",
                 WAIT,

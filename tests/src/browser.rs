@@ -215,6 +215,36 @@ impl Browser {
         }
     }
 
+    /// Clicks the element `css`, looking it up again if the page redrew it
+    /// between the lookup and the click (a stale element).
+    pub async fn click(&self, css: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let element = self.wait_for(css, Duration::from_secs(20)).await?;
+            match element.click().await {
+                Ok(()) => return Ok(()),
+                Err(err) if err.is_stale_element_reference() && Instant::now() < deadline => {}
+                Err(err) => return Err(err).with_context(|| format!("could not click `{css}`")),
+            }
+        }
+    }
+
+    /// Types `keys` into the element `css` (WebDriver key codes allowed),
+    /// looking it up again if it went stale before the keys were sent.
+    pub async fn type_into(&self, css: &str, keys: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let element = self.wait_for(css, Duration::from_secs(20)).await?;
+            match element.send_keys(keys).await {
+                Ok(()) => return Ok(()),
+                Err(err) if err.is_stale_element_reference() && Instant::now() < deadline => {}
+                Err(err) => {
+                    return Err(err).with_context(|| format!("could not type into `{css}`"))
+                }
+            }
+        }
+    }
+
     pub async fn exists(&self, css: &str) -> Result<bool> {
         let script = format!("return document.querySelector({}) !== null;", json!(css));
         Ok(self.eval(&script, vec![]).await? == Value::Bool(true))
