@@ -155,8 +155,16 @@ async fn open_session(
 /// `POST /v1/console/session`: exchange an API token for a session cookie.
 pub async fn sign_in(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<ConsoleSignIn>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
+    // A page of another site must not sign a browser in (to its own token).
+    if headers.contains_key(ORIGIN) && !same_origin(&headers) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "sign-in from another origin refused: sign in on the console's own page",
+        ));
+    }
     let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (session, cookie) = open_session(&state, &body.token).await?;
     let mut response = (StatusCode::CREATED, Json(session)).into_response();
