@@ -108,8 +108,16 @@ async function wall(main, { onEvent }) {
       dataset: { sandbox: info.sandbox_id, session: String(info.id) } }, meta);
     const view = new ScreenView(tile, "screen of session " + info.id);
     const entry = { tile, meta, info, view, state: info.state };
+    // Monospace cells are about 0.6 em wide: size the font so every column fits the tile.
+    const fit = (cols) => {
+      const px = (tile.clientWidth - 12) / (cols * 0.61);
+      view.el.style.fontSize = Math.max(3, Math.min(10, px)).toFixed(2) + "px";
+    };
     entry.stream = new ScreenStream({ sandbox: info.sandbox_id, session: info.id, mode: "watch", handlers: {
-      screen_frame: (m) => view.apply(m),
+      screen_frame: (m) => {
+        fit(m.size.cols);
+        view.apply(m);
+      },
       screen_diff: (m) => view.apply(m),
       exited: () => remove(key),
       error: () => remove(key),

@@ -82,7 +82,11 @@ async fn console_cookies_need_csrf_and_same_origin_and_end_at_logout() {
     assert_eq!(create(Some("0000")).await.unwrap().status(), 403);
     assert_eq!(create(Some(&csrf)).await.unwrap().status(), 201);
     let (_, agents) = call(&http, &url, reqwest::Method::GET, "/v1/agents", None).await;
-    assert_eq!(agents["agents"].as_array().map(Vec::len), Some(1), "{agents}");
+    assert_eq!(
+        agents["agents"].as_array().map(Vec::len),
+        Some(1),
+        "{agents}"
+    );
 
     // WebSocket upgrades with the cookie must come from this origin.
     let upgrade = |origin: &'static str| {
