@@ -180,3 +180,129 @@ async fn screen_streams_coalesce_to_30_fps_and_end_on_the_latest_screen() {
     assert!(frames.len() >= 2, "the screen never updated live");
     shutdown.cancel();
 }
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a `render=screen` stream as the owner over `tcp` and sends hello.
+async fn screen_stream(url: &str, sb: &str, id: u64, mode: &str, tcp: tokio::net::TcpStream) -> Ws {
+    let ws_url = format!(
+        "{}/v1/sandboxes/{sb}/sessions/{id}/stream?mode={mode}&render=screen",
+        url.replacen("http", "ws", 1)
+    );
+    let mut request = ws_url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {OWNER}").parse().unwrap());
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap();
+    let hello = r#"{"type":"hello","protocol_version":1,"peer":"screen-test","capabilities":[]}"#;
+    ws.send(Message::Text(hello.into())).await.unwrap();
+    ws
+}
+
+/// Reads screen messages until the screen shows `needle`; how many came.
+async fn read_until(ws: &mut Ws, screen: &mut Screen, needle: &str) -> usize {
+    let mut count = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !screen.text().iter().any(|r| r == needle) {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("{needle:?} never reached the screen"))
+            .expect("the stream ended early")
+            .unwrap();
+        let Message::Text(text) = msg else { continue };
+        match ControlToClient::decode(&text).unwrap() {
+            ControlToClient::ScreenFrame { size, rows, .. } => screen.apply(Some(size), &rows),
+            ControlToClient::ScreenDiff { rows, .. } => screen.apply(None, &rows),
+            _ => continue,
+        }
+        count += 1;
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_screen_viewer_is_bounded_by_the_frame_rate_and_ends_on_the_latest_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let url = start(dir.path(), None, &shutdown).await;
+    let http = reqwest::Client::new();
+    let work = tempfile::tempdir().unwrap();
+    let (sb, _agentd) = sandbox_with_agentd(&http, &url, work.path()).await;
+    // Screens full of changing 180-digit lines: every frame is large.
+    // 100 bursts of 200 lines, paced so the run spans about ten seconds:
+    // more screens than any socket buffers hold.
+    let script =
+        "read go; i=0; while [ $i -lt 100 ]; do seq -f '%0180g' $((i*200+1)) $((i*200+200)); \
+                  sleep 0.08; i=$((i+1)); done; echo done-marker; exec sleep 60";
+    let (status, session) = call(
+        &http,
+        &url,
+        reqwest::Method::POST,
+        &format!("/v1/sandboxes/{sb}/sessions"),
+        Some(
+            json!({ "command": "sh", "args": ["-c", script], "size": { "cols": 200, "rows": 60 } }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+    let id = session["id"].as_u64().unwrap();
+    let addr = url.trim_start_matches("http://").parse().unwrap();
+
+    // The stalled viewer's socket has a tiny receive window.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled =
+        screen_stream(&url, &sb, id, "watch", socket.connect(addr).await.unwrap()).await;
+    let mut stalled_screen = Screen::default();
+    // It reads its welcome and first frame, then nothing until the end.
+    loop {
+        let Some(Ok(Message::Text(text))) = stalled.next().await else {
+            panic!("the stalled viewer's stream ended");
+        };
+        if let ControlToClient::ScreenFrame { size, rows, .. } =
+            ControlToClient::decode(&text).unwrap()
+        {
+            stalled_screen.apply(Some(size), &rows);
+            break;
+        }
+    }
+
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut fast = screen_stream(&url, &sb, id, "attach", tcp).await;
+    let mut frame = vec![2u8];
+    frame.extend_from_slice(&id.to_le_bytes());
+    frame.extend_from_slice(&0u64.to_le_bytes());
+    frame.extend_from_slice(b"go\r");
+    fast.send(Message::Binary(frame.into())).await.unwrap();
+    let mut fast_screen = Screen::default();
+    let started = Instant::now();
+    let fast_count = read_until(&mut fast, &mut fast_screen, "done-marker").await;
+    let took = started.elapsed();
+
+    let resumed = Instant::now();
+    let stalled_count = read_until(&mut stalled, &mut stalled_screen, "done-marker").await;
+    eprintln!(
+        "fast viewer: {fast_count} screens in {took:?}; stalled viewer: {stalled_count} screens, \
+         the latest {:?} after it read again",
+        resumed.elapsed()
+    );
+    // Nothing queued for the stalled viewer in the control plane: 100
+    // bursts of 200 lines became no more screens than the frame rate allows
+    // over the run (what it got beyond its first frame sat in the kernel's
+    // socket buffers, which on loopback hold megabytes), and the screen it
+    // ends on is the latest, the same as the fast viewer's.
+    let bound =
+        ((took + resumed.elapsed()).as_secs_f64() * f64::from(MAX_SCREEN_FPS)).ceil() as usize + 2;
+    assert!(
+        stalled_count <= bound && fast_count <= bound,
+        "the stalled viewer got {stalled_count} screens, the fast one {fast_count}, over {bound} allowed"
+    );
+    assert_eq!(stalled_screen.text(), fast_screen.text());
+    let last = format!("{:0180}", 20000);
+    assert!(fast_screen.text().contains(&last));
+    shutdown.cancel();
+}
