@@ -85,6 +85,11 @@ export function sessionPath(sandbox, id) {
   return "/v1/sandboxes/" + encodeURIComponent(sandbox) + "/sessions/" + encodeURIComponent(id);
 }
 
+/// Roles that may watch live terminals (the server checks again).
+export function mayWatch() {
+  return !!session && ["owner", "admin", "operator", "developer"].includes(session.role);
+}
+
 /// Roles that may type into a session (the server checks again).
 export function mayAttach() {
   return !!session && ["owner", "admin", "developer"].includes(session.role);

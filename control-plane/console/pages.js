@@ -62,7 +62,9 @@ function signin(main, { query, onSignedIn }) {
 async function wall(main, { onEvent }) {
   const grid = h("div", { class: "wall", id: "wall" });
   const count = h("p", { class: "help", id: "wall-count", "aria-live": "polite" });
-  page(main, "Live sessions", count, grid);
+  page(main, "Live sessions", count,
+    api.mayWatch() ? null : h("p", { class: "help" }, "Your role may list sessions but not watch them; ask an admin for an operator or developer token."),
+    grid);
   const tiles = new Map(); // "sandbox/session" → { tile, stream, info }
   let sandboxes = new Map();
   let tasks = [];
@@ -106,8 +108,18 @@ async function wall(main, { onEvent }) {
     const meta = h("div", { class: "meta" });
     const tile = h("a", { class: "tile", href: "#/sessions/" + encodeURIComponent(info.sandbox_id) + "/" + info.id,
       dataset: { sandbox: info.sandbox_id, session: String(info.id) } }, meta);
+    const entry = { tile, meta, info, state: info.state };
+    if (!api.mayWatch()) {
+      // Listed but not watchable for this role: no stream to open.
+      entry.stream = { close() {} };
+      tiles.set(key, entry);
+      caption(entry);
+      grid.appendChild(tile);
+      update();
+      return;
+    }
     const view = new ScreenView(tile, "screen of session " + info.id);
-    const entry = { tile, meta, info, view, state: info.state };
+    entry.view = view;
     // Monospace cells are about 0.6 em wide: size the font so every column fits the tile.
     const fit = (cols) => {
       const px = (tile.clientWidth - 12) / (cols * 0.61);

@@ -189,7 +189,11 @@ export async function sessionPage(main, { sandbox, session }) {
     }
   });
 
-  connect("watch", false);
+  if (api.mayWatch()) {
+    connect("watch", false);
+  } else {
+    status.textContent = "Your role may read this session's log (download it above) but not watch it live.";
+  }
   return () => {
     window.removeEventListener("resize", onResize);
     if (stream) stream.close();
