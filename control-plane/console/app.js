@@ -2,7 +2,7 @@
 // events WebSocket that pages subscribe to for live updates.
 
 import * as api from "./api.js";
-import { h, failure } from "./dom.js";
+import { failure } from "./dom.js";
 import { pages } from "./pages.js";
 import { sessionPage } from "./session.js";
 
@@ -125,4 +125,3 @@ async function start() {
 
 start();
 
-export { h };
