@@ -565,6 +565,15 @@ async fn console_tasks_approvals_agents_and_audit() {
             .await?;
         ensure!(waiting["state"] == "awaiting_approval", "{waiting}");
         let waiting = waiting["id"].as_str().context("task id")?.to_owned();
+        let doomed = api
+            .ok(
+                reqwest::Method::POST,
+                "/v1/tasks",
+                Some(json!({ "agent": "risky", "steps": [{ "kind": "run", "command": "sh", "args": ["-c", "echo rejected-run"] }] })),
+            )
+            .await?;
+        ensure!(doomed["state"] == "awaiting_approval", "{doomed}");
+        let doomed = doomed["id"].as_str().context("task id")?.to_owned();
 
         let b = Browser::start().await?;
         let result = async {
@@ -579,10 +588,19 @@ async fn console_tasks_approvals_agents_and_audit() {
             }
             check_page(&b, "agents").await?;
 
-            // Approvals: approving from the page runs the task.
+            // Approvals: approving from the page runs the task, rejecting ends one.
             b.goto(&format!("{url}/console#/approvals")).await?;
             b.wait_for(&format!("[data-approve='{waiting}']"), WAIT).await?;
             check_page(&b, "approvals").await?;
+            // Rejecting one: it never runs.
+            b.click(&format!("[data-reject='{doomed}']")).await?;
+            api.wait_task(&doomed, "rejected").await?;
+            b.wait_js(
+                "the rejected task to leave the list",
+                WAIT,
+                &format!("return document.querySelector(\"[data-reject='{doomed}']\") === null;"),
+            )
+            .await?;
             b.click(&format!("[data-approve='{waiting}']")).await?;
             api.wait_task(&waiting, "succeeded").await?;
             b.wait_js(
