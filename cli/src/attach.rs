@@ -53,6 +53,7 @@ pub async fn attach(
         mode: StreamMode::Attach,
         take,
         from: asked,
+        render: Default::default(),
     };
     let (mut stream, welcome) = match SessionStream::connect(client, sandbox, session, &query).await
     {
@@ -246,6 +247,7 @@ async fn reconnect(
             mode: *mode,
             take: false,
             from,
+            render: Default::default(),
         };
         match SessionStream::connect(client, sandbox, session, &query).await {
             Ok((stream, welcome)) => {

@@ -102,6 +102,7 @@ pub(crate) async fn follow(
             mode: StreamMode::Watch,
             take: false,
             from: resume_from(asked, drawn, next),
+            render: Default::default(),
         };
         let mut stream = match SessionStream::connect(client, sandbox, session, &query).await {
             Ok((stream, _welcome)) => {

@@ -169,6 +169,8 @@ impl Inbox {
     pub fn control(&mut self, msg: ControlToClient) {
         let event = match msg {
             ControlToClient::Welcome { .. } | ControlToClient::Error { .. } => return,
+            // Only `render=screen` streams carry these; the CLI asks for bytes.
+            ControlToClient::ScreenFrame { .. } | ControlToClient::ScreenDiff { .. } => return,
             ControlToClient::Gap { from, to, reason } => {
                 self.settle_gap();
                 if to <= self.cursor.next() {

@@ -512,7 +512,12 @@ mod tests {
     use crate::fake::{FakeControlPlane, SESSION};
 
     fn query(mode: StreamMode, take: bool, from: Option<u64>) -> StreamQuery {
-        StreamQuery { mode, take, from }
+        StreamQuery {
+            mode,
+            take,
+            from,
+            render: Default::default(),
+        }
     }
 
     #[test]

@@ -3,12 +3,12 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use paddock_protocol::admin::{Role, TenantInfo, TENANT_HEADER};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::store::{Principal, SandboxRow, StoreError, SystemStore};
+use crate::store::{ConsoleSessionRow, Principal, SandboxRow, StoreError, SystemStore};
 use crate::AppState;
 
 /// The auth layer's narrow window onto the system store: it can look up
@@ -29,6 +29,29 @@ impl Authenticator {
 
     pub async fn sandbox_token(&self, token: &str) -> Result<Option<SandboxRow>, StoreError> {
         self.system.authenticate_sandbox(token).await
+    }
+
+    pub async fn console_session(
+        &self,
+        secret: &str,
+    ) -> Result<Option<(Principal, ConsoleSessionRow)>, StoreError> {
+        self.system.authenticate_console(secret).await
+    }
+
+    pub async fn create_console_session(
+        &self,
+        principal: &Principal,
+        secret: &str,
+        csrf_token: &str,
+        expires_at: &str,
+    ) -> Result<(), StoreError> {
+        self.system
+            .create_console_session(principal, secret, csrf_token, expires_at)
+            .await
+    }
+
+    pub async fn end_console_session(&self, secret: &str) -> Result<(), StoreError> {
+        self.system.delete_console_session(secret).await
     }
 }
 
@@ -74,17 +97,30 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Who is calling, on which tenant: a valid API token (else 401), and for
-/// an owner the tenant named in `x-paddock-tenant` (404 if there is none).
-pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let token = bearer(headers).ok_or_else(|| {
-        ApiError::unauthorized("missing API token: send `Authorization: Bearer <token>`")
-    })?;
-    let mut principal = state
-        .auth
-        .api_token(token)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("invalid, expired or revoked API token"))?;
+/// Who is calling, on which tenant: a valid API token (else 401) — as a
+/// bearer token, or a console session cookie (see [`crate::console`]) —
+/// and for an owner the tenant named in `x-paddock-tenant` (404 if there
+/// is none).
+pub async fn authenticate(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
+    let mut principal = match (bearer(headers), crate::console::session_cookie(headers)) {
+        (Some(token), _) => state
+            .auth
+            .api_token(token)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("invalid, expired or revoked API token"))?,
+        (None, Some(secret)) => {
+            crate::console::authenticate_cookie(state, method, headers, secret).await?
+        }
+        (None, None) => {
+            return Err(ApiError::unauthorized(
+                "missing API token: send `Authorization: Bearer <token>`, or sign in to the console at /console",
+            ))
+        }
+    };
     if let Some(tenant) = headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok()) {
         if tenant != principal.home_tenant {
             // Only the platform owner acts across tenants; for anyone else the

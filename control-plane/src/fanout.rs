@@ -19,7 +19,9 @@ use paddock_protocol::api::{SessionInfo, SessionState};
 use paddock_protocol::{DataFrame, ExitStatus, SandboxId, SessionId, TermSize, FRAME_HEADER_LEN};
 use tokio::sync::watch;
 
+use crate::screen::Rendered;
 use crate::store::{GapRow, Piece, SessionRow, Store, StoreError};
+use paddock_protocol::screen::{Scrollback, MAX_SCROLLBACK};
 
 /// Who drives a session: the client connection and how it is shown to others.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +152,8 @@ impl Inner {
 struct Emulator {
     parser: vt100::Parser,
     offset: u64,
+    /// The last rendering for screen viewers, valid while `offset` and the size stay.
+    rendered: Option<Arc<Rendered>>,
 }
 
 pub struct SessionLog {
@@ -196,8 +200,13 @@ impl SessionLog {
             tx_changed,
             ring_cap,
             emulator: tokio::sync::Mutex::new(Emulator {
-                parser: vt100::Parser::new(nz(row.size.rows), nz(row.size.cols), 0),
+                parser: vt100::Parser::new(
+                    nz(row.size.rows),
+                    nz(row.size.cols),
+                    MAX_SCROLLBACK as usize,
+                ),
                 offset: 0,
+                rendered: None,
             }),
         }
     }
@@ -398,13 +407,9 @@ impl SessionLog {
         }
     }
 
-    /// The current screen, rebuilt by the server-side emulator: the stream
-    /// offset it stands at, the terminal size, and escape sequences that redraw it.
-    pub async fn screen_snapshot(
-        &self,
-        store: &Store,
-    ) -> Result<(u64, TermSize, String), StoreError> {
-        let mut emulator = self.emulator.lock().await;
+    /// Feeds the emulator everything up to the log's end (from the ring,
+    /// else the store) at the log's current size.
+    async fn catch_up(&self, emulator: &mut Emulator, store: &Store) -> Result<(), StoreError> {
         let (target, size) = {
             let inner = self.lock();
             (inner.end, inner.size)
@@ -435,8 +440,53 @@ impl SessionLog {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The current screen, rebuilt by the server-side emulator: the stream
+    /// offset it stands at, the terminal size, and escape sequences that redraw it.
+    pub async fn screen_snapshot(
+        &self,
+        store: &Store,
+    ) -> Result<(u64, TermSize, String), StoreError> {
+        let mut emulator = self.emulator.lock().await;
+        self.catch_up(&mut emulator, store).await?;
+        let (rows, cols) = emulator.parser.screen().size();
+        let size = TermSize {
+            cols: cols.get(),
+            rows: rows.get(),
+        };
         let screen = emulator.parser.screen().state_formatted();
         Ok((emulator.offset, size, screen))
+    }
+
+    /// The current screen as styled rows, rendered once per change and
+    /// shared by every screen viewer.
+    pub async fn screen_render(&self, store: &Store) -> Result<Arc<Rendered>, StoreError> {
+        let mut emulator = self.emulator.lock().await;
+        self.catch_up(&mut emulator, store).await?;
+        let offset = emulator.offset;
+        let size = emulator.parser.screen().size();
+        if let Some(cached) = &emulator.rendered {
+            if cached.offset == offset && (nz(cached.size.rows), nz(cached.size.cols)) == size {
+                return Ok(cached.clone());
+            }
+        }
+        let rendered = Arc::new(crate::screen::render(emulator.parser.screen(), offset));
+        emulator.rendered = Some(rendered.clone());
+        Ok(rendered)
+    }
+
+    /// Up to `lines` lines that scrolled off the top, and the screen.
+    pub async fn scrollback(&self, store: &Store, lines: usize) -> Result<Scrollback, StoreError> {
+        let mut emulator = self.emulator.lock().await;
+        self.catch_up(&mut emulator, store).await?;
+        let offset = emulator.offset;
+        Ok(crate::screen::scrollback_of(
+            &mut emulator.parser,
+            offset,
+            lines,
+        ))
     }
 
     pub fn snapshot(&self) -> Snapshot {

@@ -5,14 +5,15 @@
 
 use axum::Json;
 use paddock_protocol::admin::{
-    AuditList, CreateTenant, CreateToken, CreateUser, TenantInfo, TenantList, TokenCreated,
-    TokenInfo, TokenList, UpdateTenant, UserInfo, UserList, WhoAmI,
+    AuditList, ConsoleSession, ConsoleSignIn, CreateTenant, CreateToken, CreateUser, TenantInfo,
+    TenantList, TokenCreated, TokenInfo, TokenList, UpdateTenant, UserInfo, UserList, WhoAmI,
 };
 use paddock_protocol::api::{
     ErrorBody, Health, OpenSessionRequest, OutputQuery, RegisterSandbox, ResizeRequest,
     SandboxInfo, SandboxList, SandboxRegistered, SessionInfo, SessionList, SignalRequest,
     StreamQuery,
 };
+use paddock_protocol::screen::{Scrollback, ScrollbackQuery};
 use paddock_protocol::tasks::{
     AgentInfo, AgentList, CreateAgent, SubmitTask, TaskDecision, TaskEvents, TaskInfo, TaskList,
 };
@@ -67,6 +68,17 @@ fn bodies(g: &mut SchemaGenerator, route: &Route) -> Bodies {
         ("GET", "/healthz" | "/readyz") => ok(200, J(schema::<Health>(g))),
         ("GET", "/metrics") => ok(200, Raw("text/plain")),
         ("GET", "/v1/openapi.json") => ok(200, J(any_object())),
+        ("GET", "/console") => ok(200, Raw("text/html")),
+        ("GET", "/console/assets/{file}") => ok(200, Raw("text/javascript")),
+        ("POST", "/v1/console/session") => with(J(schema::<ConsoleSignIn>(g)), 201, J(schema::<ConsoleSession>(g))),
+        ("GET", "/v1/console/session") => ok(200, J(schema::<ConsoleSession>(g))),
+        ("DELETE", "/v1/console/session") => ok(204, N),
+        ("GET", "/v1/sandboxes/{sandbox}/sessions/{session}/scrollback") => Bodies {
+            request: N,
+            status: 200,
+            response: J(schema::<Scrollback>(g)),
+            query: Some(schema::<ScrollbackQuery>(g)),
+        },
         ("GET", "/v1/agent/connect" | "/v1/events") => ok(101, Upgrade),
         ("GET", "/v1/whoami") => ok(200, J(schema::<WhoAmI>(g))),
         ("GET", "/v1/sandboxes") => ok(200, J(schema::<SandboxList>(g))),

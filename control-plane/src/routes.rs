@@ -13,7 +13,8 @@ use paddock_protocol::admin::Role;
 
 use crate::error::ApiError;
 use crate::{
-    admin, admission, agent_conn, api, events, stream, tasks_api, telemetry, tools, AppState,
+    admin, admission, agent_conn, api, console, events, screen, stream, tasks_api, telemetry,
+    tools, AppState,
 };
 
 /// What a route requires of the caller.
@@ -155,6 +156,22 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/readyz", Permission::Public, false),
     route("GET", "/v1/openapi.json", Permission::Public, false),
     route("GET", "/metrics", Permission::Public, false),
+    route("GET", "/console", Permission::Public, false),
+    route("GET", "/console/assets/{file}", Permission::Public, false),
+    // Signing in takes an API token in the body: the handler checks it.
+    route("POST", "/v1/console/session", Permission::Public, false),
+    route(
+        "GET",
+        "/v1/console/session",
+        Permission::Authenticated,
+        false,
+    ),
+    route(
+        "DELETE",
+        "/v1/console/session",
+        Permission::Authenticated,
+        false,
+    ),
     route("GET", "/v1/agent/connect", Permission::SandboxToken, false),
     route("GET", "/v1/whoami", Permission::Authenticated, false),
     route("GET", "/v1/sandboxes", Permission::ReadSandboxes, false),
@@ -216,6 +233,12 @@ pub const ROUTES: &[Route] = &[
     route(
         "GET",
         "/v1/sandboxes/{sandbox}/sessions/{session}/stream",
+        Permission::Watch,
+        true,
+    ),
+    route(
+        "GET",
+        "/v1/sandboxes/{sandbox}/sessions/{session}/scrollback",
         Permission::Watch,
         true,
     ),
@@ -297,6 +320,11 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("GET", "/readyz") => get(api::ready),
         ("GET", "/v1/openapi.json") => get(crate::openapi::serve),
         ("GET", "/metrics") => get(telemetry::render),
+        ("GET", "/console") => get(console::page),
+        ("GET", "/console/assets/{file}") => get(console::asset),
+        ("POST", "/v1/console/session") => post(console::sign_in),
+        ("GET", "/v1/console/session") => get(console::current),
+        ("DELETE", "/v1/console/session") => delete(console::sign_out),
         ("GET", "/v1/agent/connect") => get(agent_conn::connect),
         ("GET", "/v1/whoami") => get(admin::whoami),
         ("GET", "/v1/sandboxes") => get(api::list_sandboxes),
@@ -311,6 +339,7 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("POST", "/v1/sandboxes/{sandbox}/sessions/{session}/resize") => post(api::resize_session),
         ("GET", "/v1/sandboxes/{sandbox}/sessions/{session}/output") => get(api::session_output),
         ("GET", "/v1/sandboxes/{sandbox}/sessions/{session}/stream") => get(stream::stream),
+        ("GET", "/v1/sandboxes/{sandbox}/sessions/{session}/scrollback") => get(screen::scrollback),
         ("POST", "/v1/sandboxes/{sandbox}/tools/{tool}") => post(tools::call_tool),
         ("GET", "/v1/tenants") => get(admin::list_tenants),
         ("POST", "/v1/tenants") => post(admin::create_tenant),
@@ -425,7 +454,7 @@ async fn authorize(
     if !permission.needs_api_token() {
         return next.run(req).await;
     }
-    let principal = match crate::auth::authenticate(&state, req.headers()).await {
+    let principal = match crate::auth::authenticate(&state, req.method(), req.headers()).await {
         Ok(principal) => principal,
         Err(err) => return err.into_response(),
     };

@@ -15,6 +15,7 @@ use axum::Extension;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use paddock_protocol::api::StreamQuery;
+use paddock_protocol::screen::Render;
 use paddock_protocol::{
     is_supported, unsupported_version_reason, ClientToControl, ControlToAgent, ControlToClient,
     DataFrame, ErrorCode, FrameKind, Hello, SessionId, StreamMode, CLOSE_MALFORMED, CLOSE_REFUSED,
@@ -40,7 +41,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const BURST: usize = 256 * 1024;
 const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Sink = SplitSink<WebSocket, Message>;
+pub(crate) type Sink = SplitSink<WebSocket, Message>;
 
 pub async fn stream(
     State(state): State<AppState>,
@@ -60,6 +61,11 @@ pub async fn stream(
             ),
         ));
     }
+    if query.render == Render::Screen && query.from.is_some() {
+        return Err(ApiError::bad_request(
+            "render=screen joins live: leave out `from` (replay needs render=bytes)",
+        ));
+    }
     let (_sandbox, row) = resolve_session(&state, &principal, &sandbox, SessionId(session)).await?;
     let log = load_log(&state, &row);
     let permit = state.admission.admit_websocket(&principal.token_id, ip)?;
@@ -77,11 +83,11 @@ pub async fn stream(
         .into_response())
 }
 
-async fn send(sink: &mut Sink, msg: &ControlToClient) -> bool {
+pub(crate) async fn send(sink: &mut Sink, msg: &ControlToClient) -> bool {
     sink.send(Message::Text(msg.encode().into())).await.is_ok()
 }
 
-async fn refuse(sink: &mut Sink, code: ErrorCode, close_code: u16, message: String) {
+pub(crate) async fn refuse(sink: &mut Sink, code: ErrorCode, close_code: u16, message: String) {
     let _ = send(
         sink,
         &ControlToClient::Error {
@@ -177,8 +183,10 @@ async fn run(
         Some(from) => (Pace::Replay, from.min(end)),
         None => (Pace::Live, end),
     };
-    // A live joiner's stream starts where its snapshot stands.
+    // A live joiner's stream starts where its snapshot stands; a screen
+    // viewer gets rendered frames instead.
     let snapshot = match pace {
+        Pace::Live if query.render == Render::Screen => None,
         Pace::Live => match log.screen_snapshot(&state.store).await {
             Ok(snapshot) => Some(snapshot),
             Err(err) => {
@@ -226,14 +234,27 @@ async fn run(
                 bytes: input_bytes.clone(),
             },
         ));
-        write_loop(
-            &state, &log, client_id, from, pace, query.mode, &mut sink, &done,
-        )
-        .await;
-        done.cancel();
-        if let Ok(Some(Violation { code, reason })) = reader.await {
-            close(&mut sink, code, &reason).await;
+        match query.render {
+            Render::Screen => {
+                crate::screen::write_screens(&state, &log, client_id, query.mode, &mut sink, &done)
+                    .await;
+            }
+            Render::Bytes => {
+                write_loop(
+                    &state, &log, client_id, from, pace, query.mode, &mut sink, &done,
+                )
+                .await
+            }
         }
+        done.cancel();
+        match reader.await {
+            Ok(Some(Violation { code, reason })) => close(&mut sink, code, &reason).await,
+            // The client closed (or the writer already did): answer its close
+            // frame, so it sees a clean 1000 rather than a dropped socket.
+            _ => close(&mut sink, 1000, "goodbye").await,
+        }
+        // Flushes a close reply the WebSocket queued itself, if it did.
+        let _ = sink.close().await;
     }
     log.leave(client_id);
     debug!("client left");

@@ -158,6 +158,31 @@ pub struct WhoAmI {
     pub tenant_id: String,
 }
 
+/// `POST /v1/console/session`: sign in to the browser console with an API
+/// token; the answer sets an HttpOnly session cookie.
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleSignIn {
+    pub token: String,
+}
+
+/// The console session behind a cookie (`POST`/`GET /v1/console/session`).
+/// State-changing requests made with the cookie carry `csrf_token` in the
+/// [`CSRF_HEADER`] header.
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleSession {
+    pub csrf_token: String,
+    pub token_name: String,
+    pub role: Role,
+    pub tenant_id: String,
+    pub expires_at: String,
+}
+
+/// The header carrying a console session's CSRF token.
+pub const CSRF_HEADER: &str = "x-paddock-csrf";
+
+/// The name of the console's session cookie.
+pub const SESSION_COOKIE: &str = "paddock_session";
+
 /// One audit record: who did what to which resource, when.
 #[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{SandboxId, SessionId};
 use crate::messages::{ErrorCode, StreamMode};
+use crate::screen::Render;
 use crate::terminal::{ExitStatus, Signal, TermSize};
 
 /// The one error shape of the HTTP API: `{"error":{"code":"...","message":"..."}}`.
@@ -151,6 +152,10 @@ pub struct StreamQuery {
     /// absent, the client joins live: a `snapshot` of the screen first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<u64>,
+    /// `screen`: rendered screens (`screen_frame`, `screen_diff`) instead
+    /// of output bytes, for the browser console. Not with `from`.
+    #[serde(default)]
+    pub render: Render,
 }
 
 /// Query of `GET /v1/sandboxes/{id}/sessions/{session}/output`: the stored
@@ -190,6 +195,9 @@ impl StreamQuery {
         }
         if let Some(from) = self.from {
             q.push_str(&format!("&from={from}"));
+        }
+        if self.render != Render::Bytes {
+            q.push_str(&format!("&render={}", self.render.as_str()));
         }
         q
     }

@@ -16,6 +16,7 @@ mod frame;
 mod ids;
 mod limits;
 mod messages;
+pub mod screen;
 pub mod tasks;
 mod terminal;
 pub mod tools;

@@ -9,6 +9,7 @@
 
 mod agentd;
 mod api;
+mod browser;
 mod cli;
 mod control_plane;
 mod expect;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 pub use agentd::{Agentd, AgentdOptions, Sandbox};
 pub use api::{parse_gaps, Api, StoredOutput};
+pub use browser::{screenshot_dir, snapshot_rows, Browser};
 pub use cli::{paddock, paddock_command, parse_sandboxes, parse_sessions, CliOutput};
 pub use control_plane::{agentd_processes_of, ControlPlane, Up};
 pub use expect::{

@@ -30,7 +30,7 @@ mod system;
 mod tasks;
 pub use output::{GapRow, Piece, SessionEvent, SessionWrite, TimedChunk};
 pub use retention::Purged;
-pub use system::SystemStore;
+pub use system::{ConsoleSessionRow, SystemStore};
 pub use tasks::TaskRow;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -14,6 +14,7 @@ use crate::api::SessionInfo;
 use crate::error::{check_len, check_str, check_strs, DecodeError};
 use crate::ids::{RequestId, SandboxId, SessionId};
 use crate::limits::*;
+use crate::screen::{check_rows, Cursor, ScreenRow};
 use crate::terminal::{ExitStatus, Signal, TermSize};
 use crate::tools::{ToolCall, ToolOutput};
 
@@ -251,6 +252,22 @@ pub enum ControlToClient {
         size: TermSize,
         screen: String,
     },
+    /// `render=screen` only: the whole screen as it stands at stream offset
+    /// `offset`, on a terminal of `size`. Rows not listed are blank; a large
+    /// screen may be completed by `screen_diff`s at the same offset.
+    ScreenFrame {
+        offset: u64,
+        size: TermSize,
+        rows: Vec<ScreenRow>,
+        cursor: Cursor,
+    },
+    /// `render=screen` only: the rows that changed since the last frame or
+    /// diff (each replaces that row whole) and the cursor, at `offset`.
+    ScreenDiff {
+        offset: u64,
+        rows: Vec<ScreenRow>,
+        cursor: Cursor,
+    },
     /// The session ended; every output byte up to `end_offset` was sent before this.
     Exited { status: ExitStatus, end_offset: u64 },
     /// A refusal or failure; the connection closes after it.
@@ -480,6 +497,11 @@ impl ControlToClient {
                 check_str("screen", screen, MAX_CONTROL_FRAME)
             }
             ControlToClient::Error { message, .. } => check_str("message", message, MAX_STRING_LEN),
+            ControlToClient::ScreenFrame { size, rows, .. } => {
+                size.validate()?;
+                check_rows(rows)
+            }
+            ControlToClient::ScreenDiff { rows, .. } => check_rows(rows),
             ControlToClient::Exited { .. } => Ok(()),
         }
     }

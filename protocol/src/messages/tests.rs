@@ -265,6 +265,75 @@ fn control_to_client_golden() {
 }
 
 #[test]
+fn screen_messages_golden() {
+    use crate::screen::{Color, Cursor, ScreenRow, ScreenRun};
+    let prompt = ScreenRow {
+        row: 0,
+        runs: vec![
+            ScreenRun {
+                text: "$ ".to_owned(),
+                fg: Some(Color::Indexed(2)),
+                bold: true,
+                ..ScreenRun::default()
+            },
+            ScreenRun {
+                text: "ls".to_owned(),
+                ..ScreenRun::default()
+            },
+        ],
+    };
+    golden_to_client(
+        ControlToClient::ScreenFrame {
+            offset: 120,
+            size: TermSize { cols: 80, rows: 24 },
+            rows: vec![prompt.clone()],
+            cursor: Cursor {
+                row: 0,
+                col: 4,
+                visible: true,
+            },
+        },
+        r#"{"type":"screen_frame","offset":120,"size":{"cols":80,"rows":24},"rows":[{"row":0,"runs":[{"text":"$ ","fg":2,"bold":true},{"text":"ls"}]}],"cursor":{"row":0,"col":4,"visible":true}}"#,
+    );
+    golden_to_client(
+        ControlToClient::ScreenDiff {
+            offset: 180,
+            rows: vec![
+                ScreenRow {
+                    row: 1,
+                    runs: vec![ScreenRun {
+                        text: "warn".to_owned(),
+                        fg: Some(Color::Rgb([255, 128, 0])),
+                        bg: Some(Color::Indexed(0)),
+                        italic: true,
+                        underline: true,
+                        inverse: true,
+                        ..ScreenRun::default()
+                    }],
+                },
+                ScreenRow {
+                    row: 2,
+                    runs: vec![],
+                },
+            ],
+            cursor: Cursor {
+                row: 3,
+                col: 0,
+                visible: false,
+            },
+        },
+        r#"{"type":"screen_diff","offset":180,"rows":[{"row":1,"runs":[{"text":"warn","fg":[255,128,0],"bg":0,"italic":true,"underline":true,"inverse":true}]},{"row":2,"runs":[]}],"cursor":{"row":3,"col":0,"visible":false}}"#,
+    );
+    assert_eq!(prompt.text(), "$ ls");
+    // A row past the largest terminal is refused like any other bad field.
+    let bad = r#"{"type":"screen_diff","offset":0,"rows":[{"row":5000,"runs":[]}],"cursor":{"row":0,"col":0,"visible":true}}"#;
+    assert!(ControlToClient::decode(bad).is_err());
+    let query: crate::api::StreamQuery =
+        serde_json::from_str(r#"{"mode":"attach","render":"screen"}"#).unwrap();
+    assert_eq!(query.to_query_string(), "mode=attach&render=screen");
+}
+
+#[test]
 fn unknown_fields_are_ignored_and_unknown_codes_tolerated() {
     let msg = AgentToControl::decode(
         r#"{"type":"request_failed","request_id":1,"code":"from_the_future","message":"x","extra":true}"#,
