@@ -9,7 +9,8 @@
 //! registry and request handling), `session` (one session's output: flow
 //! control, replay, exit), `retention` (its
 //! unacknowledged bytes), `spill` (spill files under the disk cap),
-//! `pty` (the process and its blocking I/O threads), and the tools:
+//! `pty` (the process and its blocking I/O threads), `identity` (the
+//! user sessions run as), and the tools:
 //! `tools` (dispatch, deadlines, cancellation), `git`, `lsp`, `files`
 //! (paths confined to the work directory) and `exec`.
 
@@ -18,6 +19,7 @@ mod connection;
 mod exec;
 mod files;
 mod git;
+mod identity;
 mod lsp;
 mod pty;
 mod retention;
@@ -40,6 +42,7 @@ pub use config::{
     DEFAULT_MEMORY_BOUND, DEFAULT_STATE_SUBDIR, DEFAULT_WINDOW,
 };
 pub use connection::Refused;
+pub use identity::{session_exec_main, SESSION_EXEC_ARG};
 pub use lsp::{parse_lsp_server, LspConfig, LspServerConfig, DEFAULT_LSP_IDLE};
 
 use connection::LinkConfig;
@@ -91,6 +94,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "agentd starting"
     );
 
+    let session_user = match config.session_uid {
+        None => None,
+        Some(uid) => Some(
+            identity::SessionUser::resolve(uid, config.session_gid)
+                .context("could not find agentd's own binary to start sessions as another user")?,
+        ),
+    };
+    if let Some(user) = &session_user {
+        info!(uid = user.uid, gid = user.gid, "sessions run as another user");
+    }
     let parent_env: Vec<_> = std::env::vars_os().collect();
     let stop_sessions = CancellationToken::new();
     let tools = Tools::new(
@@ -98,6 +111,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             workdir: workdir.clone(),
             parent_env: parent_env.clone(),
             lsp: config.lsp.clone(),
+            session_user: session_user.clone(),
         },
         stop_sessions.child_token(),
     );
@@ -105,6 +119,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         workdir,
         default_shell,
         parent_env,
+        session_user,
     };
     let limits = Limits {
         // validate() checked that it fits.
