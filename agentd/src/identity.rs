@@ -100,7 +100,8 @@ pub fn session_exec_main(args: &[OsString]) -> String {
         return format!("agentd: could not switch to uid {uid}: {err}");
     }
     let c_string = |arg: &OsString| CString::new(arg.clone().into_vec());
-    let argv: Result<Vec<CString>, _> = std::iter::once(program).chain(rest).map(c_string).collect();
+    let argv: Result<Vec<CString>, _> =
+        std::iter::once(program).chain(rest).map(c_string).collect();
     let argv = match argv {
         Ok(argv) => argv,
         Err(_) => return "agentd: an argument contains a NUL byte".to_owned(),
@@ -131,8 +132,15 @@ mod tests {
         assert_eq!(program, PathBuf::from("/usr/local/bin/agentd"));
         assert_eq!(
             args,
-            ["__paddock-session-exec", "1000", "1001", "/bin/sh", "-c", "id -u"]
-                .map(OsString::from)
+            [
+                "__paddock-session-exec",
+                "1000",
+                "1001",
+                "/bin/sh",
+                "-c",
+                "id -u"
+            ]
+            .map(OsString::from)
         );
         let mut env = BTreeMap::new();
         env.insert(OsString::from("HOME"), OsString::from("/root"));

@@ -102,7 +102,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
     };
     if let Some(user) = &session_user {
-        info!(uid = user.uid, gid = user.gid, "sessions run as another user");
+        info!(
+            uid = user.uid,
+            gid = user.gid,
+            "sessions run as another user"
+        );
     }
     let parent_env: Vec<_> = std::env::vars_os().collect();
     let stop_sessions = CancellationToken::new();

@@ -76,7 +76,10 @@ struct Cli {
 fn main() -> ExitCode {
     // agentd as the wrapper that starts a PTY session as another user.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|arg| arg == agentd::SESSION_EXEC_ARG) {
+    if args
+        .get(1)
+        .is_some_and(|arg| arg == agentd::SESSION_EXEC_ARG)
+    {
         eprintln!("{}", agentd::session_exec_main(&args[2..]));
         return ExitCode::from(127);
     }

@@ -250,16 +250,14 @@ impl Tools {
             }
             ToolKind::Lsp => self.inner.lsp.call(call).await,
             ToolKind::Exec => match call {
-                ToolCall::Exec(exec) => {
-                    exec::run(
-                        &exec,
-                        &self.inner.workspace,
-                        &self.inner.parent_env,
-                        self.inner.session_user.as_ref(),
-                    )
-                        .await
-                        .map(ToolOutput::Exec)
-                }
+                ToolCall::Exec(exec) => exec::run(
+                    &exec,
+                    &self.inner.workspace,
+                    &self.inner.parent_env,
+                    self.inner.session_user.as_ref(),
+                )
+                .await
+                .map(ToolOutput::Exec),
                 _ => Err(ToolError::new(ErrorCode::Internal, "not an exec call")),
             },
         }

@@ -11,6 +11,7 @@ mod agentd;
 mod api;
 mod cli;
 mod control_plane;
+pub mod docker;
 mod expect;
 mod memory;
 mod postgres;

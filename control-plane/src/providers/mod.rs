@@ -19,6 +19,8 @@
 //! with a reason); a provider reports only what its engine sees
 //! ([`ObservedState`]).
 
+pub mod docker;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
