@@ -118,9 +118,15 @@ fn connect_script(ip: &str) -> String {
     )
 }
 
+/// Starts a listener in the background, detached from the session (which
+/// hangs up its process group when the shell exits), and returns once it
+/// accepts: polled from inside, so it has left the group by then.
 fn listen_script() -> String {
     format!(
-        "setsid python3 -c 'import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind((\"0.0.0.0\", {PROBE_PORT}))\ns.listen()\nwhile True: s.accept()[0].close()' </dev/null >/dev/null 2>&1 &"
+        "setsid python3 -c 'import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind((\"0.0.0.0\", {PROBE_PORT}))\ns.listen()\nwhile True: s.accept()[0].close()' </dev/null >/dev/null 2>&1 &\n\
+         tries=0; until {probe} >/dev/null 2>&1; do \
+         tries=$((tries + 1)); [ $tries -lt 300 ] || exit 1; sleep 0.1; done",
+        probe = connect_script("127.0.0.1")
     )
 }
 
@@ -291,7 +297,6 @@ async fn sandboxes_run_as_containers_isolated_per_tenant_and_leave_nothing_behin
         let ip_a1 = container_ip(&docker, &a1.resource).await?;
         let ip_b1 = container_ip(&docker, &b1.resource).await?;
         wait_reachable(&cp, &a2.id, &ip_a1).await?;
-        wait_reachable(&cp, &b1.id, "127.0.0.1").await?;
         let (code, out) = exec(&cp, &a2.id, &connect_script(&ip_b1)).await?;
         ensure!(
             code != Some(0) && !out.contains("connected"),
