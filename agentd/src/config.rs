@@ -55,6 +55,9 @@ pub struct Config {
     /// A PEM file of CA certificates trusted besides the platform (webpki)
     /// roots, for a control plane with a private or self-signed certificate.
     pub ca_file: Option<PathBuf>,
+    /// Like `ca_file`, the PEM text itself: for containers, whose provider
+    /// passes it in the environment (certificates are not secret).
+    pub ca_pem: Option<String>,
     /// The uid sessions and `exec` run as, when not agentd's own (agentd
     /// must then run as root); `None`: agentd's own user.
     pub session_uid: Option<u32>,
@@ -75,6 +78,7 @@ impl fmt::Debug for Config {
             .field("window", &self.window)
             .field("lsp", &self.lsp)
             .field("ca_file", &self.ca_file)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<pem>"))
             .field("session_uid", &self.session_uid)
             .field("session_gid", &self.session_gid)
             .finish()
@@ -96,6 +100,8 @@ pub enum ConfigError {
     Window(String),
     #[error("ca_file (--ca-file, PADDOCK_AGENTD_CA_FILE): {0}")]
     CaFile(String),
+    #[error("ca_pem (--ca-pem, PADDOCK_AGENTD_CA_PEM): {0}")]
+    CaPem(String),
     #[error("session_uid (--session-uid, PADDOCK_AGENTD_SESSION_UID): {0}")]
     SessionUid(String),
 }
@@ -117,6 +123,7 @@ impl Config {
             window: None,
             lsp: LspConfig::default(),
             ca_file: None,
+            ca_pem: None,
             session_uid: None,
             session_gid: None,
         }

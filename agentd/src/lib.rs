@@ -68,7 +68,7 @@ const TASKS_GRACE: Duration = Duration::from_millis(500);
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     let url = config.connect_url()?;
-    let tls = tls::client_config(config.ca_file.as_deref())?;
+    let tls = tls::client_config(config.ca_file.as_deref(), config.ca_pem.as_deref())?;
     std::fs::create_dir_all(&config.workdir)
         .with_context(|| format!("could not create the workdir {}", config.workdir.display()))?;
     let workdir = config

@@ -64,6 +64,15 @@ struct Cli {
     /// for an https:// control plane with a private or self-signed certificate.
     #[arg(long, env = "PADDOCK_AGENTD_CA_FILE", value_name = "PEM")]
     ca_file: Option<PathBuf>,
+    /// Like --ca-file, the PEM text itself (e.g. handed to a container in
+    /// its environment).
+    #[arg(
+        long,
+        env = "PADDOCK_AGENTD_CA_PEM",
+        value_name = "PEM",
+        hide_env_values = true
+    )]
+    ca_pem: Option<String>,
     /// Run sessions and exec as this uid (agentd must run as root), so they
     /// cannot read agentd's token or signal it [default: agentd's own user].
     #[arg(long, env = "PADDOCK_AGENTD_SESSION_UID")]
@@ -115,6 +124,7 @@ async fn run() -> ExitCode {
         window: cli.window,
         lsp: lsp_config(cli.lsp_servers, cli.lsp_idle_secs),
         ca_file: cli.ca_file,
+        ca_pem: cli.ca_pem,
         session_uid: cli.session_uid,
         session_gid: cli.session_gid,
     };

@@ -225,7 +225,8 @@ async fn sandboxes_run_as_containers_isolated_per_tenant_and_leave_nothing_behin
             stop_grace_secs: 5,
             ..DockerConfig::default()
         };
-        let provider = DockerProvider::with_client(docker.clone(), config.clone(), &owner)?;
+        // Through `connect`, as the control plane does (API version negotiated).
+        let provider = DockerProvider::connect(config.clone(), &owner).await?;
 
         // The control plane listens on tenant A's bridge gateway: a host
         // address every container reaches (tenant B's through the host).

@@ -317,10 +317,7 @@ impl DockerProvider {
                     .clone()
                     .unwrap_or_else(|| self.config.image.clone()),
             ),
-            env: Some(vec![
-                format!("PADDOCK_AGENTD_CONTROL_PLANE={url}"),
-                format!("PADDOCK_AGENTD_TOKEN={}", spec.agent.token),
-            ]),
+            env: Some(agent_env(&url, spec)),
             labels: Some(container_labels),
             stop_timeout: Some(i64::from(self.config.stop_grace_secs)),
             host_config: Some(host_config),
@@ -377,13 +374,6 @@ impl Provider for DockerProvider {
     }
 
     async fn create(&self, spec: &SandboxSpec) -> Result<String, ProviderError> {
-        if spec.agent.ca_pem.is_some() {
-            return Err(ProviderError::Rejected(
-                "the docker provider cannot hand agentd an extra CA yet; use a certificate \
-                 from a public CA or plain ws:// on a private Docker network"
-                    .into(),
-            ));
-        }
         if spec.resources.memory_mib < MIN_MEMORY_MIB {
             return Err(ProviderError::Rejected(format!(
                 "size {}: Docker needs at least {MIN_MEMORY_MIB} MiB of memory",
@@ -602,6 +592,19 @@ impl DockerProvider {
     }
 }
 
+/// agentd's settings: where the control plane is, the token, and the CA
+/// to trust for it, if any.
+fn agent_env(url: &str, spec: &SandboxSpec) -> Vec<String> {
+    let mut env = vec![
+        format!("PADDOCK_AGENTD_CONTROL_PLANE={url}"),
+        format!("PADDOCK_AGENTD_TOKEN={}", spec.agent.token),
+    ];
+    if let Some(pem) = &spec.agent.ca_pem {
+        env.push(format!("PADDOCK_AGENTD_CA_PEM={pem}"));
+    }
+    env
+}
+
 /// The workspace volume of the container `resource_id`.
 fn volume_name(resource_id: &str) -> String {
     format!("{resource_id}-workspace")
@@ -667,6 +670,40 @@ mod tests {
         assert_eq!(docker_name("paddock-own/er-t:1"), "paddock-own-er-t-1");
         assert_eq!(docker_name("-x"), "p-x");
         assert_eq!(volume_name("paddock-sbx_1"), "paddock-sbx_1-workspace");
+    }
+
+    #[test]
+    fn agentd_gets_the_url_the_token_and_any_ca() {
+        let mut spec = SandboxSpec {
+            sandbox_id: SandboxId::from("sbx_1"),
+            tenant_id: "t".to_owned(),
+            name: "n".to_owned(),
+            labels: Default::default(),
+            size: "small".to_owned(),
+            resources: super::super::Resources {
+                cpu_millis: 1000,
+                memory_mib: 512,
+                pids: 0,
+            },
+            image: None,
+            agent: super::super::AgentEnv {
+                control_plane_url: "ws://cp".to_owned(),
+                token: "secret".to_owned(),
+                ca_pem: None,
+            },
+        };
+        assert_eq!(
+            agent_env("ws://gw:1", &spec),
+            [
+                "PADDOCK_AGENTD_CONTROL_PLANE=ws://gw:1",
+                "PADDOCK_AGENTD_TOKEN=secret"
+            ]
+        );
+        spec.agent.ca_pem = Some("-----BEGIN CERTIFICATE-----".to_owned());
+        assert_eq!(
+            agent_env("ws://gw:1", &spec)[2],
+            "PADDOCK_AGENTD_CA_PEM=-----BEGIN CERTIFICATE-----"
+        );
     }
 
     #[test]
