@@ -102,6 +102,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
     };
     if let Some(user) = &session_user {
+        // What the tools write (files, git objects) is agentd's, yet the
+        // session user must be able to change it: with group write in the
+        // umask and a setgid workspace owned by the session user's group
+        // (as images/sandbox/Dockerfile makes it), it is.
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o002));
         info!(
             uid = user.uid,
             gid = user.gid,

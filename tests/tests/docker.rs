@@ -290,6 +290,24 @@ async fn sandboxes_run_as_containers_isolated_per_tenant_and_leave_nothing_behin
             ensure!(!out.contains(&sandbox.token), "the token leaked through /proc: {out}");
         }
 
+        // What agentd's tools write, the session user can change.
+        let (status, text) = cp
+            .api()
+            .raw(
+                Method::POST,
+                &format!("/v1/sandboxes/{}/tools/file_write", a1.id),
+                Some(json!({ "path": "src/by-tool.txt", "content": "from a tool\n" })),
+            )
+            .await?;
+        ensure!(status.is_success(), "file_write: {status} {text}");
+        let out = exec_ok(
+            &cp,
+            &a1.id,
+            "echo from a session >> src/by-tool.txt && touch src/new && cat src/by-tool.txt",
+        )
+        .await?;
+        ensure!(out.contains("from a tool") && out.contains("from a session"), "{out}");
+
         // Per-tenant isolation: a2 (tenant A) reaches a listener in a1 (same
         // tenant), but not one in b1 (tenant B) that b1 itself reaches.
         for sandbox in [&a1, &b1] {
