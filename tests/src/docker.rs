@@ -188,7 +188,25 @@ pub fn sandbox_image() -> Result<String> {
         "built {tag} from images/sandbox/Dockerfile in {:.1?}",
         started.elapsed()
     );
+    remove_older_sandbox_images(&tag);
     Ok(tag)
+}
+
+/// Removes the sandbox images built before `tag` (for an older agentd or
+/// Dockerfile), so a developer's engine does not fill up with them. An
+/// image still used by a container is refused by the engine and stays.
+fn remove_older_sandbox_images(tag: &str) {
+    let label = format!("label={IMAGE_LABEL}=sandbox");
+    let before = format!("before={tag}");
+    let Ok(listed) = docker_cli(&[
+        "image", "ls", "--filter", &label, "--filter", &before, "--format", "{{.ID}}",
+    ]) else {
+        return;
+    };
+    for id in listed.split_whitespace() {
+        // Without --force: in use (or tagged twice) means kept.
+        let _ = docker_cli(&["rmi", id]);
+    }
 }
 
 fn base_tag() -> String {
