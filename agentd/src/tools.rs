@@ -100,6 +100,7 @@ impl Tools {
             config.lsp,
             workspace.clone(),
             &config.parent_env,
+            config.session_user.as_ref(),
             &tracker,
             shutdown.clone(),
         );

@@ -308,6 +308,23 @@ async fn sandboxes_run_as_containers_isolated_per_tenant_and_leave_nothing_behin
         .await?;
         ensure!(out.contains("from a tool") && out.contains("from a session"), "{out}");
 
+        // The language server (pylsp, in the image) runs as the session
+        // user too.
+        let (status, text) = cp
+            .api()
+            .raw(
+                Method::POST,
+                &format!("/v1/sandboxes/{}/tools/lsp_open", a1.id),
+                Some(json!({
+                    "workspace": ".", "language": "python",
+                    "path": "src/m.py", "text": "import os\n"
+                })),
+            )
+            .await?;
+        ensure!(status.is_success(), "lsp_open: {status} {text}");
+        let out = exec_ok(&cp, &a1.id, "ps -eo user:16,args | grep '[p]ylsp'").await?;
+        ensure!(out.trim_start().starts_with("agent "), "pylsp runs as: {out}");
+
         // Per-tenant isolation: a2 (tenant A) reaches a listener in a1 (same
         // tenant), but not one in b1 (tenant B) that b1 itself reaches.
         for sandbox in [&a1, &b1] {
