@@ -412,6 +412,17 @@ async fn sandboxes_run_as_containers_isolated_per_tenant_and_leave_nothing_behin
             provider.destroy(&sandbox.resource).await?;
             provider.destroy(&sandbox.resource).await?;
         }
+        // A container removed behind the provider's back leaves its
+        // volume, which list_owned still reports (for reconciling) and
+        // destroy removes, with the tenant's network.
+        docker_cli(&["rm", "--force", &foreign.resource])?;
+        let theirs = other.list_owned().await?;
+        ensure!(
+            theirs.len() == 1
+                && theirs[0].resource_id == foreign.resource
+                && matches!(theirs[0].state, ObservedState::Failed(_)),
+            "an orphaned volume should be listed as failed: {theirs:?}"
+        );
         other.destroy(&foreign.resource).await?;
         ensure!(provider.list_owned().await?.is_empty());
         for who in [&owner, &other_owner] {

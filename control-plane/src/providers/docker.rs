@@ -458,6 +458,15 @@ impl Provider for DockerProvider {
             _ => {}
         }
         let volume = volume_name(resource_id);
+        // With the container already gone, the volume still names the tenant.
+        let tenant = match tenant {
+            Some(tenant) => Some(tenant),
+            None => match self.docker.inspect_volume(&volume).await {
+                Ok(mut found) => found.labels.remove(labels::TENANT),
+                Err(err) if status_of(&err) == Some(404) => None,
+                Err(err) => return Err(map_err(&format!("volume {volume}"), err)),
+            },
+        };
         match self
             .docker
             .remove_volume(&volume, None::<RemoveVolumeOptions>)
