@@ -55,6 +55,14 @@ pub struct Config {
     /// A PEM file of CA certificates trusted besides the platform (webpki)
     /// roots, for a control plane with a private or self-signed certificate.
     pub ca_file: Option<PathBuf>,
+    /// Like `ca_file`, the PEM text itself: for containers, whose provider
+    /// passes it in the environment (certificates are not secret).
+    pub ca_pem: Option<String>,
+    /// The uid sessions and `exec` run as, when not agentd's own (agentd
+    /// must then run as root); `None`: agentd's own user.
+    pub session_uid: Option<u32>,
+    /// Their gid; `None`: the session uid's primary group.
+    pub session_gid: Option<u32>,
 }
 
 impl fmt::Debug for Config {
@@ -70,6 +78,9 @@ impl fmt::Debug for Config {
             .field("window", &self.window)
             .field("lsp", &self.lsp)
             .field("ca_file", &self.ca_file)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<pem>"))
+            .field("session_uid", &self.session_uid)
+            .field("session_gid", &self.session_gid)
             .finish()
     }
 }
@@ -89,6 +100,10 @@ pub enum ConfigError {
     Window(String),
     #[error("ca_file (--ca-file, PADDOCK_AGENTD_CA_FILE): {0}")]
     CaFile(String),
+    #[error("ca_pem (--ca-pem, PADDOCK_AGENTD_CA_PEM): {0}")]
+    CaPem(String),
+    #[error("session_uid (--session-uid, PADDOCK_AGENTD_SESSION_UID): {0}")]
+    SessionUid(String),
 }
 
 impl Config {
@@ -108,6 +123,9 @@ impl Config {
             window: None,
             lsp: LspConfig::default(),
             ca_file: None,
+            ca_pem: None,
+            session_uid: None,
+            session_gid: None,
         }
     }
 
@@ -142,7 +160,23 @@ impl Config {
             }
             _ => {}
         }
-        Ok(())
+        self.check_session_user(Uid::effective().as_raw())
+    }
+
+    /// Sessions can run as another user only if agentd is root.
+    fn check_session_user(&self, agentd_uid: u32) -> Result<(), ConfigError> {
+        match self.session_uid {
+            None if self.session_gid.is_some() => Err(ConfigError::SessionUid(
+                "a session gid (--session-gid) needs a session uid as well".to_owned(),
+            )),
+            Some(uid) if agentd_uid != 0 && uid != agentd_uid => {
+                Err(ConfigError::SessionUid(format!(
+                    "agentd runs as uid {agentd_uid}, not root, so it cannot start sessions \
+                     as uid {uid}; run agentd as root or leave the session uid unset"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// What one session can retain at most: the memory bound plus the disk cap.
@@ -424,6 +458,22 @@ mod tests {
         c.disk_cap = 1024;
         c.window = Some(2048);
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn another_session_user_needs_root() {
+        let mut c = Config::new("http://h:1", "t", "/tmp");
+        assert!(c.check_session_user(1000).is_ok());
+        c.session_gid = Some(5);
+        assert!(c.check_session_user(0).is_err());
+        c.session_uid = Some(1000);
+        assert!(c.check_session_user(0).is_ok());
+        assert!(c.check_session_user(1000).is_ok());
+        let message = c.check_session_user(1001).unwrap_err().to_string();
+        assert!(
+            message.contains("--session-uid") && message.contains("root"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! truncation stated), an exit status, and a timeout that kills the group.
 //!
 //! The environment is agentd's own minus every `PADDOCK_AGENTD_*` variable,
-//! with the request's on top, exactly as for PTY sessions. If the call is
+//! with the request's on top, exactly as for PTY sessions, and it runs as
+//! the session user when agentd has one. If the call is
 //! dropped (cancelled, or its deadline passed) the process group is killed.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -24,6 +25,7 @@ use tokio::process::Command;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::files::{json_len, Follow, Workspace};
+use crate::identity::SessionUser;
 use crate::pty::{is_agentd_var, resolve_program};
 use crate::tools::ToolError;
 
@@ -131,9 +133,13 @@ async fn read_all(mut pipe: impl AsyncRead + Unpin, cap: usize) -> Capture {
 /// The environment of an exec'd process; see the module docs.
 fn exec_env(
     parent: &[(OsString, OsString)],
+    user: Option<&SessionUser>,
     requested: &BTreeMap<String, String>,
 ) -> BTreeMap<OsString, OsString> {
     let mut env: BTreeMap<OsString, OsString> = parent.iter().cloned().collect();
+    if let Some(user) = user {
+        user.apply_env(&mut env);
+    }
     env.extend(
         requested
             .iter()
@@ -147,6 +153,7 @@ pub(crate) async fn run(
     req: &Exec,
     workspace: &Workspace,
     parent_env: &[(OsString, OsString)],
+    user: Option<&SessionUser>,
 ) -> Result<ExecOutput, ToolError> {
     let cwd = workspace.resolve(req.cwd.as_deref().unwrap_or(""), Follow::Yes)?;
     if !cwd.is_dir() {
@@ -155,7 +162,7 @@ pub(crate) async fn run(
             format!("no such directory: {}", cwd.display()),
         ));
     }
-    let env = exec_env(parent_env, &req.env);
+    let env = exec_env(parent_env, user, &req.env);
     let program = resolve_program(
         &req.command,
         &cwd,
@@ -183,6 +190,10 @@ pub(crate) async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(user) = user {
+        // As root, std also drops the supplementary groups.
+        command.uid(user.uid).gid(user.gid);
+    }
     let started = Instant::now();
     let mut child = command.spawn().map_err(|err| {
         ToolError::new(
@@ -293,7 +304,7 @@ mod tests {
         let mut requested = BTreeMap::new();
         requested.insert("PADDOCK_AGENTD_WORKDIR".to_owned(), "x".to_owned());
         requested.insert("FOO".to_owned(), "bar".to_owned());
-        let env = exec_env(&parent, &requested);
+        let env = exec_env(&parent, None, &requested);
         assert_eq!(env.len(), 2);
         assert!(env.keys().all(|k| !is_agentd_var(k)));
     }

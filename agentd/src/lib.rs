@@ -9,7 +9,8 @@
 //! registry and request handling), `session` (one session's output: flow
 //! control, replay, exit), `retention` (its
 //! unacknowledged bytes), `spill` (spill files under the disk cap),
-//! `pty` (the process and its blocking I/O threads), and the tools:
+//! `pty` (the process and its blocking I/O threads), `identity` (the
+//! user sessions run as), and the tools:
 //! `tools` (dispatch, deadlines, cancellation), `git`, `lsp`, `files`
 //! (paths confined to the work directory) and `exec`.
 
@@ -18,6 +19,7 @@ mod connection;
 mod exec;
 mod files;
 mod git;
+mod identity;
 mod lsp;
 mod pty;
 mod retention;
@@ -40,6 +42,7 @@ pub use config::{
     DEFAULT_MEMORY_BOUND, DEFAULT_STATE_SUBDIR, DEFAULT_WINDOW,
 };
 pub use connection::Refused;
+pub use identity::{session_exec_main, SESSION_EXEC_ARG};
 pub use lsp::{parse_lsp_server, LspConfig, LspServerConfig, DEFAULT_LSP_IDLE};
 
 use connection::LinkConfig;
@@ -65,7 +68,7 @@ const TASKS_GRACE: Duration = Duration::from_millis(500);
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     let url = config.connect_url()?;
-    let tls = tls::client_config(config.ca_file.as_deref())?;
+    let tls = tls::client_config(config.ca_file.as_deref(), config.ca_pem.as_deref())?;
     std::fs::create_dir_all(&config.workdir)
         .with_context(|| format!("could not create the workdir {}", config.workdir.display()))?;
     let workdir = config
@@ -91,6 +94,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "agentd starting"
     );
 
+    let session_user = match config.session_uid {
+        None => None,
+        Some(uid) => Some(
+            identity::SessionUser::resolve(uid, config.session_gid)
+                .context("could not find agentd's own binary to start sessions as another user")?,
+        ),
+    };
+    if let Some(user) = &session_user {
+        // What the tools write (files, git objects) is agentd's, yet the
+        // session user must be able to change it: with group write in the
+        // umask and a setgid workspace owned by the session user's group
+        // (as images/sandbox/Dockerfile makes it), it is.
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o002));
+        info!(
+            uid = user.uid,
+            gid = user.gid,
+            "sessions run as another user"
+        );
+    }
     let parent_env: Vec<_> = std::env::vars_os().collect();
     let stop_sessions = CancellationToken::new();
     let tools = Tools::new(
@@ -98,6 +120,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             workdir: workdir.clone(),
             parent_env: parent_env.clone(),
             lsp: config.lsp.clone(),
+            session_user: session_user.clone(),
         },
         stop_sessions.child_token(),
     );
@@ -105,6 +128,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         workdir,
         default_shell,
         parent_env,
+        session_user,
     };
     let limits = Limits {
         // validate() checked that it fits.

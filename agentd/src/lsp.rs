@@ -41,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::files::{Follow, Workspace};
+use crate::identity::SessionUser;
 use crate::pty::is_agentd_var;
 use crate::tools::ToolError;
 pub(crate) use server::Server;
@@ -197,6 +198,8 @@ struct Inner {
     config: LspConfig,
     workspace: Workspace,
     env: Vec<(OsString, OsString)>,
+    /// The uid and gid servers run as, when sessions run as another user.
+    user: Option<(u32, u32)>,
     slots: Mutex<HashMap<(PathBuf, String), Arc<Slot>>>,
     tx_events: broadcast::Sender<DiagnosticsEvent>,
 }
@@ -219,17 +222,23 @@ impl Lsp {
         config: LspConfig,
         workspace: Workspace,
         env: &[(OsString, OsString)],
+        session_user: Option<&SessionUser>,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
         let (tx_events, _) = broadcast::channel(EVENT_QUEUE);
+        let mut env: BTreeMap<OsString, OsString> = env
+            .iter()
+            .filter(|(key, _)| !is_agentd_var(key))
+            .cloned()
+            .collect();
+        if let Some(user) = session_user {
+            user.apply_env(&mut env);
+        }
         let lsp = Lsp {
             inner: Arc::new(Inner {
-                env: env
-                    .iter()
-                    .filter(|(key, _)| !is_agentd_var(key))
-                    .cloned()
-                    .collect(),
+                env: env.into_iter().collect(),
+                user: session_user.map(|user| (user.uid, user.gid)),
                 config,
                 workspace,
                 slots: Mutex::new(HashMap::new()),
@@ -480,6 +489,7 @@ impl Lsp {
             &slot.config.args,
             &slot.root,
             &self.inner.env,
+            self.inner.user,
             &label,
             on_notification,
         )

@@ -64,10 +64,39 @@ struct Cli {
     /// for an https:// control plane with a private or self-signed certificate.
     #[arg(long, env = "PADDOCK_AGENTD_CA_FILE", value_name = "PEM")]
     ca_file: Option<PathBuf>,
+    /// Like --ca-file, the PEM text itself (e.g. handed to a container in
+    /// its environment).
+    #[arg(
+        long,
+        env = "PADDOCK_AGENTD_CA_PEM",
+        value_name = "PEM",
+        hide_env_values = true
+    )]
+    ca_pem: Option<String>,
+    /// Run sessions and exec as this uid (agentd must run as root), so they
+    /// cannot read agentd's token or signal it [default: agentd's own user].
+    #[arg(long, env = "PADDOCK_AGENTD_SESSION_UID")]
+    session_uid: Option<u32>,
+    /// The sessions' gid [default: the session uid's primary group].
+    #[arg(long, env = "PADDOCK_AGENTD_SESSION_GID", requires = "session_uid")]
+    session_gid: Option<u32>,
+}
+
+fn main() -> ExitCode {
+    // agentd as the wrapper that starts a PTY session as another user.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|arg| arg == agentd::SESSION_EXEC_ARG)
+    {
+        eprintln!("{}", agentd::session_exec_main(&args[2..]));
+        return ExitCode::from(127);
+    }
+    run()
 }
 
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     // Every TLS configuration names `ring`; this covers anything that asks for the default.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -95,6 +124,9 @@ async fn main() -> ExitCode {
         window: cli.window,
         lsp: lsp_config(cli.lsp_servers, cli.lsp_idle_secs),
         ca_file: cli.ca_file,
+        ca_pem: cli.ca_pem,
+        session_uid: cli.session_uid,
+        session_gid: cli.session_gid,
     };
     match agentd::run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

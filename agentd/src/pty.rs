@@ -25,6 +25,8 @@ use portable_pty::{native_pty_system, CommandBuilder, MasterPty, PtySize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
+use crate::identity::SessionUser;
+
 /// The prefix of agentd's own settings; none of them reaches a child.
 pub(crate) const AGENTD_ENV_PREFIX: &str = "PADDOCK_AGENTD_";
 
@@ -63,6 +65,8 @@ pub(crate) struct SpawnContext {
     /// child's environment after [`child_env`] has scrubbed it. Passed in
     /// rather than read here so tests need not mutate the process env.
     pub parent_env: Vec<(OsString, OsString)>,
+    /// Who sessions run as when not agentd's own user (`--session-uid`).
+    pub session_user: Option<SessionUser>,
 }
 
 /// Whether `key` is one of agentd's own settings (its token among them).
@@ -86,6 +90,16 @@ pub(crate) fn child_env(
             .map(|(k, v)| (OsString::from(k), OsString::from(v))),
     );
     env.retain(|key, _| !is_agentd_var(key));
+    env
+}
+
+/// agentd's environment with the session user's `HOME`, `USER` and
+/// `LOGNAME`, before [`child_env`] scrubs it and adds the request's.
+fn session_base_env(ctx: &SpawnContext) -> BTreeMap<OsString, OsString> {
+    let mut env: BTreeMap<OsString, OsString> = ctx.parent_env.iter().cloned().collect();
+    if let Some(user) = &ctx.session_user {
+        user.apply_env(&mut env);
+    }
     env
 }
 
@@ -149,7 +163,7 @@ pub(crate) fn build_command(
     ctx: &SpawnContext,
 ) -> anyhow::Result<CommandBuilder> {
     let cwd = resolve_cwd(spec.cwd.as_deref(), &ctx.workdir)?;
-    let env = child_env(ctx.parent_env.iter().cloned(), &spec.env);
+    let env = child_env(session_base_env(ctx), &spec.env);
     let program = match &spec.command {
         Some(command) => resolve_program(
             command,
@@ -162,8 +176,19 @@ pub(crate) fn build_command(
             shell.clone()
         }
     };
-    let mut cmd = CommandBuilder::new(program);
-    cmd.args(&spec.args);
+    let mut cmd = match &ctx.session_user {
+        None => {
+            let mut cmd = CommandBuilder::new(program);
+            cmd.args(&spec.args);
+            cmd
+        }
+        Some(user) => {
+            let (wrapper, args) = user.wrap(program, &spec.args);
+            let mut cmd = CommandBuilder::new(wrapper);
+            cmd.args(&args);
+            cmd
+        }
+    };
     cmd.cwd(&cwd);
     // The builder starts from agentd's live environment; replace it whole.
     cmd.env_clear();
@@ -432,6 +457,7 @@ mod tests {
             workdir: dir.to_path_buf(),
             default_shell: PathBuf::from("/bin/sh"),
             parent_env,
+            session_user: None,
         }
     }
 

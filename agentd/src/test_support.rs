@@ -38,6 +38,7 @@ impl TestTools {
                 workdir: workdir.clone(),
                 parent_env: std::env::vars_os().collect(),
                 lsp,
+                session_user: None,
             },
             shutdown.clone(),
         );

@@ -1,6 +1,6 @@
 //! TLS for the link to the control plane: a rustls client configuration
 //! (the `ring` provider, TLS 1.2 and 1.3) that trusts the webpki roots plus
-//! an optional extra CA file, and the recognition of certificate errors,
+//! optional extra CAs (a file, or PEM text in the environment), and the recognition of certificate errors,
 //! which retrying cannot fix.
 //!
 //! There is deliberately no way to turn certificate verification off: a
@@ -17,8 +17,11 @@ use rustls::{CertificateError, ClientConfig, RootCertStore};
 use crate::config::ConfigError;
 
 /// The client configuration: webpki roots, plus every certificate in the
-/// PEM file `ca_file`.
-pub(crate) fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, ConfigError> {
+/// PEM file `ca_file` and in the PEM text `ca_pem`.
+pub(crate) fn client_config(
+    ca_file: Option<&Path>,
+    ca_pem: Option<&str>,
+) -> Result<Arc<ClientConfig>, ConfigError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -27,16 +30,15 @@ pub(crate) fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>,
         let certs = CertificateDer::pem_file_iter(path)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
             .map_err(|err| bad(format!("could not read PEM certificates ({err})")))?;
-        if certs.is_empty() {
-            return Err(bad(
-                "holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)".to_owned(),
-            ));
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|err| bad(format!("not a usable CA certificate ({err})")))?;
-        }
+        add_cas(&mut roots, certs).map_err(bad)?;
+    }
+    if let Some(pem) = ca_pem {
+        let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| {
+                ConfigError::CaPem(format!("could not read PEM certificates ({err})"))
+            })?;
+        add_cas(&mut roots, certs).map_err(ConfigError::CaPem)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)
@@ -47,6 +49,18 @@ pub(crate) fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>,
     // The WebSocket upgrade is HTTP/1.1.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+fn add_cas(roots: &mut RootCertStore, certs: Vec<CertificateDer<'static>>) -> Result<(), String> {
+    if certs.is_empty() {
+        return Err("holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)".to_owned());
+    }
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|err| format!("not a usable CA certificate ({err})"))?;
+    }
+    Ok(())
 }
 
 /// Why the control plane's certificate was rejected, when `err` (from a TLS
@@ -98,7 +112,7 @@ mod tests {
 
     #[test]
     fn the_platform_roots_are_trusted_without_a_ca_file() {
-        let config = client_config(None).unwrap();
+        let config = client_config(None, None).unwrap();
         assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
     }
 
@@ -106,12 +120,16 @@ mod tests {
     fn a_bad_ca_file_names_the_setting() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
-        let err = client_config(Some(&missing)).unwrap_err().to_string();
+        let err = client_config(Some(&missing), None).unwrap_err().to_string();
         assert!(err.starts_with("ca_file (--ca-file"), "{err}");
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        let err = client_config(Some(&empty)).unwrap_err().to_string();
+        let err = client_config(Some(&empty), None).unwrap_err().to_string();
         assert!(err.contains("no PEM certificate"), "{err}");
+        let err = client_config(None, Some("not a certificate\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("ca_pem (--ca-pem"), "{err}");
     }
 
     #[test]

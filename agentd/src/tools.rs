@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::connection::{Outbound, TxOut};
 use crate::files::Workspace;
+use crate::identity::SessionUser;
 use crate::lsp::{DiagnosticsEvent, Lsp, LspConfig};
 use crate::{exec, git};
 
@@ -67,11 +68,14 @@ pub(crate) struct ToolsConfig {
     /// agentd's environment, scrubbed of its own settings before any exec.
     pub parent_env: Vec<(OsString, OsString)>,
     pub lsp: LspConfig,
+    /// Who `exec` runs as when not agentd's own user.
+    pub session_user: Option<SessionUser>,
 }
 
 struct Inner {
     workspace: Workspace,
     parent_env: Vec<(OsString, OsString)>,
+    session_user: Option<SessionUser>,
     lsp: Lsp,
     /// Cancellation tokens of calls in flight, by request id.
     inflight: Mutex<HashMap<RequestId, CancellationToken>>,
@@ -96,6 +100,7 @@ impl Tools {
             config.lsp,
             workspace.clone(),
             &config.parent_env,
+            config.session_user.as_ref(),
             &tracker,
             shutdown.clone(),
         );
@@ -103,6 +108,7 @@ impl Tools {
             inner: Arc::new(Inner {
                 workspace,
                 parent_env: config.parent_env,
+                session_user: config.session_user,
                 lsp,
                 inflight: Mutex::new(HashMap::new()),
                 slots: Semaphore::new(MAX_CONCURRENT),
@@ -245,11 +251,14 @@ impl Tools {
             }
             ToolKind::Lsp => self.inner.lsp.call(call).await,
             ToolKind::Exec => match call {
-                ToolCall::Exec(exec) => {
-                    exec::run(&exec, &self.inner.workspace, &self.inner.parent_env)
-                        .await
-                        .map(ToolOutput::Exec)
-                }
+                ToolCall::Exec(exec) => exec::run(
+                    &exec,
+                    &self.inner.workspace,
+                    &self.inner.parent_env,
+                    self.inner.session_user.as_ref(),
+                )
+                .await
+                .map(ToolOutput::Exec),
                 _ => Err(ToolError::new(ErrorCode::Internal, "not an exec call")),
             },
         }

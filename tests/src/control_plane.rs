@@ -42,6 +42,13 @@ impl ControlPlane {
     /// Like [`ControlPlane::start`], with more environment variables (e.g.
     /// `PADDOCK_SQLITE_SYNCHRONOUS`), set after the defaults so they win.
     pub async fn start_with(env: &[(&str, &str)]) -> Result<ControlPlane> {
+        ControlPlane::start_listening("127.0.0.1:0", env).await
+    }
+
+    /// Like [`ControlPlane::start_with`] on another address, e.g. the
+    /// gateway of a Docker network the test created (`172.18.0.1:0`), with
+    /// `PADDOCK_ALLOW_PLAIN_HTTP=true` among `env` since it is not loopback.
+    pub async fn start_listening(listen: &str, env: &[(&str, &str)]) -> Result<ControlPlane> {
         let data_dir = tempfile::Builder::new()
             .prefix("paddock-cp-")
             .tempdir()
@@ -51,7 +58,7 @@ impl ControlPlane {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let (proc, url) = spawn_serve(data_dir.path(), &token, "127.0.0.1:0", &env).await?;
+        let (proc, url) = spawn_serve(data_dir.path(), &token, listen, &env).await?;
         Ok(ControlPlane {
             proc,
             url,

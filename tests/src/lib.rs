@@ -12,6 +12,7 @@ mod api;
 mod browser;
 mod cli;
 mod control_plane;
+pub mod docker;
 mod expect;
 mod memory;
 mod postgres;

@@ -179,6 +179,23 @@ async fn agentd_and_the_cli_connect_over_tls_and_refuse_an_unknown_ca() {
             .await
             .with_context(|| agentd.logs())?;
 
+        // The CA as PEM text in the environment (how the docker provider
+        // hands it to a container) works as well.
+        let by_pem = register(&client, &cp, "tls-pem").await?;
+        let pem_workdir = tempfile::tempdir()?;
+        let pem_agentd = Agentd::start_with(
+            cp.url(),
+            &by_pem.token,
+            pem_workdir.path(),
+            &[(
+                "PADDOCK_AGENTD_CA_PEM".to_owned(),
+                std::fs::read_to_string(&pki.ca)?,
+            )],
+        )?;
+        wait_connected(&client, &cp, by_pem.sandbox.id.as_str())
+            .await
+            .with_context(|| pem_agentd.logs())?;
+
         // The CLI with the CA: HTTPS for the session, wss:// for its output.
         let (code, stdout, stderr) = run_paddock(
             &cp,

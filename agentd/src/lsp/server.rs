@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -100,18 +101,24 @@ impl Server {
         args: &[String],
         root: &Path,
         env: &[(std::ffi::OsString, std::ffi::OsString)],
+        user: Option<(u32, u32)>,
         label: &str,
         on_notification: OnNotification,
     ) -> io::Result<Server> {
-        let mut child = Command::new(command)
+        let mut command = Command::new(command);
+        command
             .args(args)
             .current_dir(root)
             .env_clear()
             .envs(env.iter().cloned())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
+            .stderr(Stdio::piped());
+        if let Some((uid, gid)) = user {
+            // As the session user, like the sessions whose code it reads.
+            command.uid(uid).gid(gid);
+        }
+        let mut child = command.spawn()?;
         let pid = child.id();
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())

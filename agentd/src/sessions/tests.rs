@@ -53,6 +53,7 @@ fn fixture(caps: Caps) -> Fixture {
             OsString::from("PATH"),
             OsString::from("/usr/local/bin:/usr/bin:/bin"),
         )],
+        session_user: None,
     };
     let state = dir.path().join(".agentd");
     let limits = Limits {

@@ -141,6 +141,7 @@ async fn agentd_settings_never_reach_an_exec() {
             workdir,
             parent_env,
             lsp: LspConfig::default(),
+            session_user: None,
         },
         CancellationToken::new(),
     );

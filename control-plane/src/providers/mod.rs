@@ -19,6 +19,7 @@
 //! with a reason); a provider reports only what its engine sees
 //! ([`ObservedState`]).
 
+pub mod docker;
 pub mod fly;
 
 use std::collections::BTreeMap;
