@@ -359,6 +359,7 @@ async fn sandboxes(client: &Client, args: SandboxesArgs) -> Result<i32> {
             let body = RegisterSandbox {
                 name,
                 labels: labels.into_iter().collect(),
+                ..RegisterSandbox::default()
             };
             let registered = client.register_sandbox(&body).await?;
             print_registered(client, &registered, json || args.json)?;
