@@ -41,6 +41,11 @@ pub struct Config {
     pub api_rate_per_sec: u32,
     /// API requests one token may make at once before the rate applies.
     pub api_burst: u32,
+    /// Providers, sizes, pools and the idle policy (`[providers]`).
+    pub providers: crate::providers::settings::ProviderSettings,
+    /// The clock of time-based policies (tests put a manual one here).
+    #[serde(skip)]
+    pub clock: crate::clock::Clock,
     /// The owner's API token on a fresh database (`PADDOCK_BOOTSTRAP_TOKEN`).
     #[serde(skip)]
     pub bootstrap_token: Option<String>,
@@ -67,6 +72,8 @@ impl Default for Config {
             allow_plain_http: false,
             api_rate_per_sec: 50,
             api_burst: 100,
+            providers: Default::default(),
+            clock: Default::default(),
             bootstrap_token: None,
             owner_token: None,
         }
@@ -90,6 +97,7 @@ impl fmt::Debug for Config {
             .field("allow_plain_http", &self.allow_plain_http)
             .field("api_rate_per_sec", &self.api_rate_per_sec)
             .field("api_burst", &self.api_burst)
+            .field("providers", &self.providers)
             .field(
                 "bootstrap_token",
                 &self.bootstrap_token.as_ref().map(|_| "<redacted>"),
@@ -195,7 +203,9 @@ impl Config {
                     config.api_rate_per_sec = parse("PADDOCK_API_RATE_PER_SEC", &value)?
                 }
                 "PADDOCK_API_BURST" => config.api_burst = parse("PADDOCK_API_BURST", &value)?,
-                _ => {}
+                other => {
+                    config.providers.apply_env(other, &value)?;
+                }
             }
         }
         if let Some(listen) = flags.listen {
@@ -260,6 +270,7 @@ impl Config {
             }
         }
         self.validate_tls()?;
+        self.providers.validate()?;
         if let Some(token) = &self.bootstrap_token {
             if token.len() < 16 {
                 return Err(ConfigError::Invalid {

@@ -11,16 +11,19 @@ mod agent_conn;
 mod api;
 mod asciicast;
 mod auth;
-mod clock;
+pub mod clock;
 pub mod config;
 mod error;
 mod events;
 mod fanout;
 pub mod governance;
 mod hub;
+mod lifecycle;
 mod openapi;
 mod persist;
+mod pools;
 pub mod providers;
+pub mod reconcile;
 mod ratelimit;
 mod retention;
 pub mod routes;
@@ -57,6 +60,11 @@ pub struct AppState {
     governance: governance::Governance,
     hub: Arc<Hub>,
     config: Arc<Config>,
+    /// The enabled providers, by name.
+    providers: Arc<providers::registry::Registry>,
+    /// This control plane's URL for agentd, once the listener is bound.
+    agent_url: providers::local::AgentUrl,
+    pools: Arc<pools::PoolsHandle>,
     /// Request-rate limits per API token, checked by `routes::authorize`.
     rate_limit: Arc<ratelimit::ApiRateLimiter>,
     /// Output and exits on their way to the store, in arrival order.
@@ -68,6 +76,8 @@ pub struct AppState {
 /// A control plane ready to serve.
 pub struct App {
     state: AppState,
+    /// What reconciling the providers with the database did at start-up.
+    pub reconciled: reconcile::Reconciled,
     persister: tokio::task::JoinHandle<()>,
     /// The owner token generated on a fresh database, to be shown once.
     pub generated_token: Option<String>,
@@ -122,6 +132,12 @@ impl App {
         );
         telemetry::spawn_upkeep(shutdown.clone());
         let governance = governance::Governance::new(store.clone());
+        let owner = system
+            .owner_id()
+            .await
+            .context("could not read the deployment's owner id")?;
+        let agent_url = providers::local::AgentUrl::default();
+        let registry = providers::registry::build(&config, &owner, agent_url.clone())?;
         let state = AppState {
             store,
             auth: Authenticator::new(system.clone()),
@@ -135,14 +151,20 @@ impl App {
                 config.api_burst,
             )),
             config: Arc::new(config),
+            providers: Arc::new(registry),
+            agent_url,
+            pools: Arc::default(),
             tx_persist,
             shutdown,
             tracker: TaskTracker::new(),
         };
-        let owner = instance_id(&state.config.data_dir)?;
-        scheduler::spawn_scheduler(state.clone(), system, owner);
+        let reconciled = reconcile::reconcile(&state, &system).await;
+        pools::spawn_upkeep(state.clone(), system.clone());
+        let instance = instance_id(&state.config.data_dir)?;
+        scheduler::spawn_scheduler(state.clone(), system, instance);
         Ok(App {
             state,
+            reconciled,
             persister,
             generated_token,
         })
@@ -152,6 +174,12 @@ impl App {
     /// the config names a certificate) until shutdown is cancelled, then
     /// waits (at most 5 s) for connection tasks to finish.
     pub async fn serve(self, listener: TcpListener) -> anyhow::Result<()> {
+        let url = self.state.config.base_url(listener.local_addr()?);
+        *self
+            .state
+            .agent_url
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(url);
         let router = routes::router(self.state.clone());
         let shutdown = self.state.shutdown.clone();
         let stopped = async move { shutdown.cancelled().await };
