@@ -148,6 +148,7 @@ pub fn spawn_upkeep(state: AppState, system: SystemStore) {
             }
             stop_idle(&state, &system, &mut idle_since).await;
             keep_minimums(&state).await;
+            metrics::counter!(crate::telemetry::POOL_PASSES).increment(1);
         }
     });
 }
@@ -180,6 +181,7 @@ async fn stop_idle(state: &AppState, system: &SystemStore, idle_since: &mut Hash
             if now - since >= limit_ms {
                 idle_since.remove(&row.id);
                 info!(sandbox.id = %row.id, idle_secs = (now - since) / 1000, "stopping an idle sandbox");
+                metrics::counter!(crate::telemetry::IDLE_STOPS).increment(1);
                 if let Err(err) = lifecycle::stop(state, &row).await {
                     warn!(sandbox.id = %row.id, error = %err.body().error.message, "could not stop an idle sandbox");
                 }

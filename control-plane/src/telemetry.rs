@@ -33,6 +33,10 @@ pub const WATCHER_SKIPS: &str = "paddock_watcher_skips_total";
 pub const TASKS: &str = "paddock_tasks_total";
 /// Labelled `reason` (the refusal's code).
 pub const GOVERNANCE_REFUSALS: &str = "paddock_governance_refusals_total";
+/// Passes of the pools' upkeep (idle stops, pool minimums).
+pub const POOL_PASSES: &str = "paddock_pool_passes_total";
+/// Sandboxes stopped for being idle.
+pub const IDLE_STOPS: &str = "paddock_idle_stops_total";
 
 /// Buckets of the request-duration histogram, in seconds.
 const HTTP_BUCKETS: &[f64] = &[

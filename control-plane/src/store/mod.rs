@@ -105,9 +105,15 @@ impl SandboxRow {
             (false, SandboxStatus::Connected) => SandboxStatus::Disconnected,
             (false, state) => state,
         };
+        // A destroyed sandbox's stored name carries its id (to free the name).
+        let suffix = format!("~{}", self.id);
         SandboxInfo {
             id: self.id.clone(),
-            name: self.name.clone(),
+            name: self
+                .name
+                .strip_suffix(&suffix)
+                .unwrap_or(&self.name)
+                .to_owned(),
             labels: self.labels.clone(),
             status,
             reason: (status == SandboxStatus::Failed)
