@@ -168,7 +168,11 @@ async fn run(state: AppState, sandbox: SandboxRow, socket: WebSocket) {
         warn!(error = %err, "could not record the agent's connection");
     }
     let up = Transition::to(SandboxStatus::Connected);
-    if let Err(err) = state.store.transition(&sandbox.tenant_id, &sandbox.id, up).await {
+    if let Err(err) = state
+        .store
+        .transition(&sandbox.tenant_id, &sandbox.id, up)
+        .await
+    {
         warn!(error = %err, "could not record the sandbox as connected");
     }
 
@@ -234,13 +238,20 @@ async fn run(state: AppState, sandbox: SandboxRow, socket: WebSocket) {
         // Only a connected sandbox becomes disconnected: one being stopped
         // or destroyed keeps the state its provider call gives it.
         let down = Transition::to(SandboxStatus::Disconnected).from(&[SandboxStatus::Connected]);
-        if let Err(err) = state.store.transition(&sandbox.tenant_id, &sandbox.id, down).await {
+        if let Err(err) = state
+            .store
+            .transition(&sandbox.tenant_id, &sandbox.id, down)
+            .await
+        {
             warn!(error = %err, "could not record the sandbox as disconnected");
         }
         // A reconnection may have recorded itself in between: it wins.
         if state.hub.link(&sandbox.id).is_some() {
             let up = Transition::to(SandboxStatus::Connected);
-            let _ = state.store.transition(&sandbox.tenant_id, &sandbox.id, up).await;
+            let _ = state
+                .store
+                .transition(&sandbox.tenant_id, &sandbox.id, up)
+                .await;
         }
         let reason = match &reason {
             Ok(()) => "disconnected".to_owned(),

@@ -25,7 +25,9 @@ impl From<ProviderError> for ApiError {
         match err {
             ProviderError::NotFound(what) => ApiError::new(
                 ErrorCode::Conflict,
-                format!("{what} is gone from its provider; destroy the sandbox and create a new one"),
+                format!(
+                    "{what} is gone from its provider; destroy the sandbox and create a new one"
+                ),
             ),
             ProviderError::Rejected(why) => {
                 ApiError::bad_request(format!("the provider refused: {why}"))
@@ -85,7 +87,10 @@ fn provider_of(state: &AppState, row: &SandboxRow) -> Result<(Arc<dyn Provider>,
     let resource = row.resource_id.clone().ok_or_else(|| {
         ApiError::new(
             ErrorCode::Conflict,
-            format!("sandbox {} was never created by its provider; destroy it and create a new one", row.name),
+            format!(
+                "sandbox {} was never created by its provider; destroy it and create a new one",
+                row.name
+            ),
         )
     })?;
     Ok((provider, resource))

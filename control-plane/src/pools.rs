@@ -85,7 +85,9 @@ async fn provision_member(state: &AppState, pool: &Pool) {
     .await
     {
         Ok(row) => info!(sandbox.id = %row.id, pool = %pool.name, "pool sandbox created"),
-        Err(err) => warn!(pool = %pool.name, error = %err.body().error.message, "could not create a pool sandbox"),
+        Err(err) => {
+            warn!(pool = %pool.name, error = %err.body().error.message, "could not create a pool sandbox")
+        }
     }
 }
 
@@ -112,8 +114,10 @@ pub async fn on_demand(state: &AppState, tenant: &str, labels: &BTreeMap<String,
     };
     let members = members(state, &pool, &rows);
     let coming = members.iter().any(|row| {
-        matches!(row.state, SandboxStatus::Provisioning | SandboxStatus::Starting)
-            && state.hub.link(&row.id).is_none()
+        matches!(
+            row.state,
+            SandboxStatus::Provisioning | SandboxStatus::Starting
+        ) && state.hub.link(&row.id).is_none()
     });
     if coming {
         return true; // One is on its way; its connection wakes the scheduler.
@@ -124,7 +128,9 @@ pub async fn on_demand(state: &AppState, tenant: &str, labels: &BTreeMap<String,
         spawn_for_pool(state, &pool, async move {
             match lifecycle::start(&st, &row).await {
                 Ok(_) => info!(sandbox.id = %row.id, "pool sandbox started on demand"),
-                Err(err) => warn!(sandbox.id = %row.id, error = %err.body().error.message, "could not start a pool sandbox"),
+                Err(err) => {
+                    warn!(sandbox.id = %row.id, error = %err.body().error.message, "could not start a pool sandbox")
+                }
             }
         });
         return true;
@@ -154,7 +160,11 @@ pub fn spawn_upkeep(state: AppState, system: SystemStore) {
 }
 
 /// Stops provider-run sandboxes idle for longer than `idle_stop_secs`.
-async fn stop_idle(state: &AppState, system: &SystemStore, idle_since: &mut HashMap<SandboxId, i64>) {
+async fn stop_idle(
+    state: &AppState,
+    system: &SystemStore,
+    idle_since: &mut HashMap<SandboxId, i64>,
+) {
     let limit_ms = state.config.providers.idle_stop_secs as i64 * 1000;
     if limit_ms == 0 {
         return;

@@ -42,9 +42,9 @@ pub async fn reconcile(state: &AppState, system: &SystemStore) -> Reconciled {
         };
         let by_id: HashMap<_, _> = known.iter().map(|row| (row.id.clone(), row)).collect();
         for resource in &owned {
-            let row = by_id.get(&resource.sandbox_id).filter(|row| {
-                row.resource_id.as_deref() == Some(resource.resource_id.as_str())
-            });
+            let row = by_id
+                .get(&resource.sandbox_id)
+                .filter(|row| row.resource_id.as_deref() == Some(resource.resource_id.as_str()));
             match row {
                 None => {
                     warn!(
@@ -56,13 +56,19 @@ pub async fn reconcile(state: &AppState, system: &SystemStore) -> Reconciled {
                     );
                     match provider.destroy(&resource.resource_id).await {
                         Ok(()) => done.destroyed.push(resource.resource_id.clone()),
-                        Err(err) => warn!(resource = %resource.resource_id, error = %err, "could not destroy it"),
+                        Err(err) => {
+                            warn!(resource = %resource.resource_id, error = %err, "could not destroy it")
+                        }
                     }
                 }
-                Some(row) if !matches!(row.state, SandboxStatus::Stopped | SandboxStatus::Stopping) => {
+                Some(row)
+                    if !matches!(row.state, SandboxStatus::Stopped | SandboxStatus::Stopping) =>
+                {
                     match provider.adopt(&resource.resource_id).await {
                         Ok(()) => done.adopted.push(resource.resource_id.clone()),
-                        Err(err) => warn!(resource = %resource.resource_id, error = %err, "could not adopt it"),
+                        Err(err) => {
+                            warn!(resource = %resource.resource_id, error = %err, "could not adopt it")
+                        }
                     }
                 }
                 Some(_) => {}
@@ -76,7 +82,9 @@ pub async fn reconcile(state: &AppState, system: &SystemStore) -> Reconciled {
                 continue;
             }
             let reason = match &row.resource_id {
-                Some(resource) => format!("the {name} provider no longer reports its resource {resource}"),
+                Some(resource) => {
+                    format!("the {name} provider no longer reports its resource {resource}")
+                }
                 None => format!("the control plane stopped before the {name} provider created it"),
             };
             warn!(sandbox.id = %row.id, tenant.id = %row.tenant_id, %reason, "sandbox marked failed");

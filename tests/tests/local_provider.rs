@@ -29,8 +29,8 @@ impl Drop for Reaper {
 
 fn record(data_dir: &Path, id: &str) -> Result<serde_json::Value> {
     let path = data_dir.join("sandboxes").join(id).join("local.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{} is missing", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("{} is missing", path.display()))?;
     Ok(serde_json::from_str(&text)?)
 }
 
@@ -48,8 +48,13 @@ async fn sandbox_cli(cp: &ControlPlane, args: &[&str]) -> Result<SandboxInfo> {
     all.extend_from_slice(args);
     all.push("--json");
     let out = cp.paddock(&all).await?.ok()?;
-    serde_json::from_str(&out.stdout)
-        .with_context(|| format!("`paddock {}` printed no sandbox: {}", all.join(" "), out.stdout))
+    serde_json::from_str(&out.stdout).with_context(|| {
+        format!(
+            "`paddock {}` printed no sandbox: {}",
+            all.join(" "),
+            out.stdout
+        )
+    })
 }
 
 async fn exec_echo(cp: &ControlPlane, sandbox: &str, word: &str) -> Result<()> {
@@ -91,7 +96,16 @@ async fn a_local_sandbox_lives_stops_starts_survives_a_control_plane_kill_and_is
 
         let made = sandbox_cli(
             &cp,
-            &["create", "box1", "--provider", "local", "--size", "small", "--label", "team=a"],
+            &[
+                "create",
+                "box1",
+                "--provider",
+                "local",
+                "--size",
+                "small",
+                "--label",
+                "team=a",
+            ],
         )
         .await?;
         ensure!(made.status == SandboxStatus::Connected, "{made:?}");
@@ -99,17 +113,29 @@ async fn a_local_sandbox_lives_stops_starts_survives_a_control_plane_kill_and_is
         ensure!(made.labels.get("team").map(String::as_str) == Some("a"));
         let id = made.id.to_string();
         let workdir = data_dir.join("sandboxes").join(&id);
-        ensure!(workdir.join("work").is_dir(), "no work directory at {}", workdir.display());
+        ensure!(
+            workdir.join("work").is_dir(),
+            "no work directory at {}",
+            workdir.display()
+        );
         exec_echo(&cp, "box1", "first-run").await?;
 
-        let first_pid = record(&data_dir, &id)?["pid"].as_u64().context("no pid recorded")? as u32;
+        let first_pid = record(&data_dir, &id)?["pid"]
+            .as_u64()
+            .context("no pid recorded")? as u32;
         ensure!(alive(first_pid));
         let stopped = sandbox_cli(&cp, &["stop", "box1"]).await?;
         ensure!(stopped.status == SandboxStatus::Stopped, "{stopped:?}");
-        ensure!(!alive(first_pid), "agentd {first_pid} still runs after stop");
+        ensure!(
+            !alive(first_pid),
+            "agentd {first_pid} still runs after stop"
+        );
         ensure!(agentd_processes_of(&data_dir).is_empty());
         let refused = cp.paddock(&["exec", "box1", "--", "true"]).await?;
-        ensure!(refused.code() != Some(0), "exec in a stopped sandbox worked");
+        ensure!(
+            refused.code() != Some(0),
+            "exec in a stopped sandbox worked"
+        );
 
         let started = sandbox_cli(&cp, &["start", "box1"]).await?;
         ensure!(started.status == SandboxStatus::Connected, "{started:?}");
@@ -128,7 +154,10 @@ async fn a_local_sandbox_lives_stops_starts_survives_a_control_plane_kill_and_is
         exec_echo(&cp, "box1", "after-restart").await?;
 
         let gone = sandbox_cli(&cp, &["destroy", "box1"]).await?;
-        ensure!(gone.status == SandboxStatus::Destroyed && gone.name == "box1", "{gone:?}");
+        ensure!(
+            gone.status == SandboxStatus::Destroyed && gone.name == "box1",
+            "{gone:?}"
+        );
         ensure!(!workdir.exists(), "{} is still there", workdir.display());
         ensure!(!alive(pid), "agentd {pid} outlived destroy");
         ensure!(listed(&cp).await?.iter().all(|s| s.name != "box1"));

@@ -100,7 +100,9 @@ impl LocalProvider {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !ok {
-            return Err(ProviderError::NotFound(format!("local sandbox `{resource_id}`")));
+            return Err(ProviderError::NotFound(format!(
+                "local sandbox `{resource_id}`"
+            )));
         }
         Ok(self.root.join(resource_id))
     }
@@ -301,7 +303,9 @@ impl Provider for Local {
         write_secret(&dir.join("token"), &spec.agent.token)
             .map_err(|e| io_err("write the sandbox token", e))?;
         match &spec.agent.ca_pem {
-            Some(pem) => std::fs::write(dir.join("ca.pem"), pem).map_err(|e| io_err("ca.pem", e))?,
+            Some(pem) => {
+                std::fs::write(dir.join("ca.pem"), pem).map_err(|e| io_err("ca.pem", e))?
+            }
             None => {
                 let _ = std::fs::remove_file(dir.join("ca.pem"));
             }
@@ -384,7 +388,11 @@ impl Provider for Local {
                         .cloned()
                         .unwrap_or_else(|| id.clone()),
                 ),
-                tenant_id: record.labels.get(labels::TENANT).cloned().unwrap_or_default(),
+                tenant_id: record
+                    .labels
+                    .get(labels::TENANT)
+                    .cloned()
+                    .unwrap_or_default(),
                 state,
             });
         }
@@ -408,7 +416,11 @@ fn new_session(command: &mut Command) {
     // SAFETY: setsid(2) is async-signal-safe and touches no memory of the
     // parent; nothing else runs between fork and exec.
     unsafe {
-        command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
     }
 }
 

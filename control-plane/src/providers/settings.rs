@@ -148,9 +148,10 @@ impl ProviderSettings {
             }
             "PADDOCK_DEFAULT_SIZE" => self.default_size = value.trim().to_owned(),
             "PADDOCK_IDLE_STOP_SECS" => {
-                self.idle_stop_secs = value.trim().parse().map_err(|e| {
-                    invalid("PADDOCK_IDLE_STOP_SECS", format!("`{value}`: {e}"))
-                })?
+                self.idle_stop_secs = value
+                    .trim()
+                    .parse()
+                    .map_err(|e| invalid("PADDOCK_IDLE_STOP_SECS", format!("`{value}`: {e}")))?
             }
             "PADDOCK_AGENT_URL" if !value.is_empty() => self.agent_url = Some(value.to_owned()),
             "PADDOCK_AGENTD_BIN" if !value.is_empty() => {
@@ -213,7 +214,10 @@ impl ProviderSettings {
             if !names.insert((&pool.tenant, &pool.name)) {
                 return Err(invalid(
                     "providers.pools",
-                    format!("two pools named `{}` in tenant `{}`", pool.name, pool.tenant),
+                    format!(
+                        "two pools named `{}` in tenant `{}`",
+                        pool.name, pool.tenant
+                    ),
                 ));
             }
             if pool.max == 0 || pool.min > pool.max {
@@ -226,7 +230,10 @@ impl ProviderSettings {
                 if !enabled(provider) {
                     return Err(invalid(
                         "providers.pools",
-                        format!("pool `{}` uses `{provider}`, which is not enabled", pool.name),
+                        format!(
+                            "pool `{}` uses `{provider}`, which is not enabled",
+                            pool.name
+                        ),
                     ));
                 }
             }

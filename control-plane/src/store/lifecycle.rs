@@ -205,10 +205,12 @@ impl SystemStore {
     /// This deployment's owner id: made by the first control plane to ask,
     /// then the same for every replica on this database.
     pub async fn owner_id(&self) -> Result<String> {
-        sqlx::query("INSERT INTO deployment (key, value) VALUES ('owner', $1) ON CONFLICT DO NOTHING")
-            .bind(new_id("own"))
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "INSERT INTO deployment (key, value) VALUES ('owner', $1) ON CONFLICT DO NOTHING",
+        )
+        .bind(new_id("own"))
+        .execute(self.pool())
+        .await?;
         let row = sqlx::query("SELECT value FROM deployment WHERE key = 'owner'")
             .fetch_one(self.pool())
             .await?;

@@ -14,8 +14,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use paddock_protocol::api::{SandboxInfo, SandboxStatus, SessionState};
 pub use lifecycle::Transition;
+use paddock_protocol::api::{SandboxInfo, SandboxStatus, SessionState};
 use paddock_protocol::{ExitStatus, SandboxId, SessionId, TermSize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};

@@ -14,6 +14,7 @@ pub const OWNER: &str = "pdk_owner_token_for_in_process_tests_0123";
 /// Starts a control plane with its data under `data_dir` (on SQLite there
 /// unless `database_url` names another database); returns its URL. It
 /// serves until `shutdown` is cancelled.
+#[allow(dead_code)]
 pub async fn start(
     data_dir: &Path,
     database_url: Option<&str>,
@@ -30,6 +31,25 @@ pub async fn start(
         bootstrap_token: Some(OWNER.to_owned()),
         ..Config::default()
     };
+    start_with(config, shutdown).await
+}
+
+/// The settings [`start`] uses, to change before [`start_with`].
+#[allow(dead_code)]
+pub fn test_config(data_dir: &Path) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_owned(),
+        heartbeat_ms: 1000,
+        api_rate_per_sec: 100_000,
+        api_burst: 100_000,
+        bootstrap_token: Some(OWNER.to_owned()),
+        ..Config::default()
+    }
+}
+
+/// Starts a control plane with `config` on 127.0.0.1:0; returns its URL.
+pub async fn start_with(config: Config, shutdown: &CancellationToken) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let app = App::open(config, shutdown.clone()).await.unwrap();
