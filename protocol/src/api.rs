@@ -272,3 +272,55 @@ pub struct Health {
     pub status: String,
     pub version: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins the bytes shown in docs/PROTOCOL.md ("Sandbox lifecycle").
+    #[test]
+    fn sandbox_bodies_golden() {
+        let failed = SandboxInfo {
+            id: SandboxId::from("sbx_01"),
+            name: "box1".into(),
+            labels: BTreeMap::from([("team".into(), "a".into())]),
+            status: SandboxStatus::Failed,
+            reason: Some("the local provider no longer reports its resource sbx_01".into()),
+            provider: Some("local".into()),
+            size: Some("small".into()),
+            created_at: "2026-11-26T03:00:00.000Z".into(),
+            last_seen_at: None,
+            agent_version: None,
+        };
+        let text = serde_json::to_string(&failed).unwrap();
+        assert_eq!(
+            text,
+            r#"{"id":"sbx_01","name":"box1","labels":{"team":"a"},"status":"failed","reason":"the local provider no longer reports its resource sbx_01","provider":"local","size":"small","created_at":"2026-11-26T03:00:00.000Z"}"#
+        );
+        assert_eq!(serde_json::from_str::<SandboxInfo>(&text).unwrap(), failed);
+        // A body from before lifecycle states still reads.
+        let old: SandboxInfo = serde_json::from_str(
+            r#"{"id":"sbx_02","name":"b","status":"disconnected","created_at":"2026-11-26T03:00:00.000Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (old.status, old.provider),
+            (SandboxStatus::Disconnected, None)
+        );
+        let create = RegisterSandbox {
+            name: "box1".into(),
+            labels: BTreeMap::new(),
+            provider: Some("local".into()),
+            size: Some("small".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&create).unwrap(),
+            r#"{"name":"box1","labels":{},"provider":"local","size":"small"}"#
+        );
+        for status in SandboxStatus::ALL {
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+            assert_eq!(SandboxStatus::parse(status.as_str()), Some(status));
+        }
+    }
+}
