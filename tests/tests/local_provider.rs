@@ -178,6 +178,20 @@ async fn start_up_destroys_unknown_local_sandboxes_and_marks_missing_ones_failed
         let data_dir = cp.data_dir().to_owned();
         let _reaper = Reaper(data_dir.clone());
         let hand = cp.add_sandbox("by-hand").await?;
+        // Errors say what to do next.
+        for (args, says) in [
+            (vec!["sandboxes", "stop", "by-hand"], "registered by hand"),
+            (vec!["sandboxes", "create", "x", "--provider", "fly"], "PADDOCK_PROVIDERS"),
+            (vec!["sandboxes", "create", "x", "--size", "huge"], "use one of large, medium, small"),
+        ] {
+            let out = cp.paddock(&args).await?;
+            ensure!(
+                out.code() != Some(0) && out.stderr.contains(says),
+                "`paddock {}` should fail saying {says:?}: {}",
+                args.join(" "),
+                out.describe()
+            );
+        }
         let kept = sandbox_cli(&cp, &["create", "kept", "--provider", "local"]).await?;
         let lost = sandbox_cli(&cp, &["create", "lost", "--provider", "local"]).await?;
         let owner = record(&data_dir, kept.id.as_str())?["labels"]["paddock.owner"]
