@@ -136,7 +136,13 @@ impl App {
             .owner_id()
             .await
             .context("could not read the deployment's owner id")?;
+        // Known now when the port is fixed (re-adopted children are pointed
+        // at it); otherwise once the listener is bound, in `serve`.
         let agent_url = providers::local::AgentUrl::default();
+        if config.listen.port() != 0 {
+            *agent_url.write().unwrap_or_else(|e| e.into_inner()) =
+                Some(config.base_url(config.listen));
+        }
         let registry = providers::registry::build(&config, &owner, agent_url.clone())?;
         let state = AppState {
             store,

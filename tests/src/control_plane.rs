@@ -251,10 +251,15 @@ impl Up {
     /// --sandboxes N` and waits for its `PADDOCK_URL=` and `PADDOCK_TOKEN=`
     /// lines.
     pub async fn start(data_dir: &Path, sandboxes: u32) -> Result<Up> {
+        Up::start_on(data_dir, sandboxes, "127.0.0.1:0").await
+    }
+
+    /// Like [`Up::start`] on the address `listen`.
+    pub async fn start_on(data_dir: &Path, sandboxes: u32, listen: &str) -> Result<Up> {
         let mut cmd = base_command(&bin_path("control-plane"));
         cmd.arg("up")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--sandboxes")

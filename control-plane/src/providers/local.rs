@@ -175,7 +175,9 @@ impl LocalProvider {
             .map_err(|e| io_err(&format!("could not start {}", self.agentd.display()), e))?;
         let pid = child.id();
         let started = pid.and_then(start_time);
+        let url = self.url(&record);
         self.update(resource_id, |r| {
+            r.url = url;
             r.pid = pid;
             r.start_time = started;
             r.stopped = false;
@@ -402,9 +404,19 @@ impl Provider for Local {
 
     async fn adopt(&self, resource_id: &str) -> Result<(), ProviderError> {
         let record = self.0.read(resource_id)?;
-        if !record.stopped {
-            self.0.supervise(resource_id);
+        if record.stopped {
+            return Ok(());
         }
+        // A child dialling an address this control plane no longer serves
+        // would never come back: it is started again with the current one.
+        if self.0.url(&record) != record.url && self.0.live_pid(resource_id).is_some() {
+            info!(
+                resource = resource_id,
+                "the control plane moved; restarting agentd with its new URL"
+            );
+            self.0.halt(resource_id).await;
+        }
+        self.0.supervise(resource_id);
         Ok(())
     }
 }
