@@ -96,6 +96,17 @@ fn provider_of(state: &AppState, row: &SandboxRow) -> Result<(Arc<dyn Provider>,
     Ok((provider, resource))
 }
 
+/// Tells the tenant's `/v1/events` subscribers (`sandbox.<what>`).
+pub fn publish(state: &AppState, row: &SandboxRow, what: &str, detail: serde_json::Value) {
+    let about = crate::events::About {
+        sandbox_id: Some(row.id.clone()),
+        ..Default::default()
+    };
+    state
+        .events
+        .publish(&row.tenant_id, &format!("sandbox.{what}"), about, detail);
+}
+
 async fn reload(state: &AppState, row: &SandboxRow) -> Result<SandboxRow> {
     Ok(state
         .store
@@ -112,6 +123,12 @@ async fn failed(state: &AppState, row: &SandboxRow, what: &str, err: ProviderErr
         .store
         .transition(&row.tenant_id, &row.id, Transition::failed(&reason))
         .await;
+    publish(
+        state,
+        row,
+        "failed",
+        serde_json::json!({ "reason": reason }),
+    );
     err.into()
 }
 
@@ -159,6 +176,12 @@ pub async fn provision(
     };
     create_resource(state, &row, provider.as_ref(), &spec).await?;
     info!(sandbox.id = %row.id, provider = provider.name(), size, "sandbox provisioned");
+    publish(
+        state,
+        &row,
+        "provisioned",
+        serde_json::json!({ "provider": provider.name(), "size": size }),
+    );
     reload(state, &row).await
 }
 
@@ -200,6 +223,7 @@ pub async fn start(state: &AppState, row: &SandboxRow) -> Result<SandboxRow> {
         return Err(failed(state, row, "the provider could not start it", err).await);
     }
     info!(sandbox.id = %row.id, "sandbox starting");
+    publish(state, row, "starting", serde_json::json!({}));
     reload(state, row).await
 }
 
@@ -225,6 +249,7 @@ pub async fn stop(state: &AppState, row: &SandboxRow) -> Result<SandboxRow> {
     let t = Transition::to(SandboxStatus::Stopped).from(&[SandboxStatus::Stopping]);
     state.store.transition(&row.tenant_id, &row.id, t).await?;
     info!(sandbox.id = %row.id, "sandbox stopped");
+    publish(state, row, "stopped", serde_json::json!({}));
     reload(state, row).await
 }
 
@@ -250,5 +275,6 @@ pub async fn destroy(state: &AppState, row: &SandboxRow) -> Result<SandboxRow> {
             .try_send(Outgoing::Close(1000, "sandbox destroyed".into()));
     }
     info!(sandbox.id = %row.id, "sandbox destroyed");
+    publish(state, row, "destroyed", serde_json::json!({}));
     reload(state, row).await
 }

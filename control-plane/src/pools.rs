@@ -20,6 +20,10 @@ use crate::{lifecycle, AppState};
 
 /// How often the idle policy and pool minimums are checked.
 const TICK: Duration = Duration::from_millis(500);
+/// Every this many passes, sandboxes without a link are checked with their
+/// provider (engines stop machines on their own: Fly's auto-stop, a
+/// container killed from outside).
+const SYNC_EVERY: u64 = 20;
 
 /// Pool work in flight, so that a busy scheduler does not start the same
 /// pool's sandboxes twice.
@@ -147,10 +151,15 @@ pub async fn on_demand(state: &AppState, tenant: &str, labels: &BTreeMap<String,
 pub fn spawn_upkeep(state: AppState, system: SystemStore) {
     tokio::spawn(async move {
         let mut idle_since: HashMap<SandboxId, i64> = HashMap::new();
+        let mut passes = 0u64;
         loop {
             tokio::select! {
                 _ = state.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(TICK) => {}
+            }
+            passes += 1;
+            if passes % SYNC_EVERY == 1 {
+                sync_observed(&state, &system).await;
             }
             stop_idle(&state, &system, &mut idle_since).await;
             keep_minimums(&state).await;
@@ -199,6 +208,59 @@ async fn stop_idle(
         }
     }
     idle_since.retain(|id, _| seen.contains(id));
+}
+
+/// Takes in what engines did by themselves to sandboxes no agent link here
+/// vouches for: stopped (Fly's auto-stop) → `stopped`; broken or gone →
+/// `failed` with the reason. A sandbox connected to another replica is
+/// stored `connected` and left alone.
+async fn sync_observed(state: &AppState, system: &SystemStore) {
+    use crate::providers::{ObservedState, ProviderError};
+    use crate::store::Transition;
+    const UNVOUCHED: &[SandboxStatus] = &[SandboxStatus::Disconnected, SandboxStatus::Starting];
+    for provider in state.providers.all() {
+        let Ok(rows) = system.provider_sandboxes(provider.name()).await else {
+            continue;
+        };
+        for row in rows {
+            if !UNVOUCHED.contains(&row.state) || state.hub.link(&row.id).is_some() {
+                continue;
+            }
+            let Some(resource) = &row.resource_id else {
+                continue;
+            };
+            let (t, what, reason) = match provider.status(resource).await {
+                Ok(ObservedState::Stopped) => (
+                    Transition::to(SandboxStatus::Stopped),
+                    "stopped",
+                    String::new(),
+                ),
+                Ok(ObservedState::Failed(reason)) => (
+                    Transition::failed(""),
+                    "failed",
+                    format!("the {} provider reports: {reason}", provider.name()),
+                ),
+                Err(ProviderError::NotFound(_)) => (
+                    Transition::failed(""),
+                    "failed",
+                    format!(
+                        "the {} provider no longer reports its resource {resource}",
+                        provider.name()
+                    ),
+                ),
+                _ => continue,
+            };
+            let t = Transition {
+                from: UNVOUCHED,
+                reason: (!reason.is_empty()).then_some(reason.as_str()),
+                ..t
+            };
+            if let Ok(true) = state.store.transition(&row.tenant_id, &row.id, t).await {
+                info!(sandbox.id = %row.id, state = what, %reason, "the provider changed a sandbox by itself");
+                lifecycle::publish(state, &row, what, serde_json::json!({ "reason": reason }));
+            }
+        }
+    }
 }
 
 /// Creates sandboxes in pools that have fewer than their `min`.

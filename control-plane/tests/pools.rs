@@ -265,3 +265,56 @@ async fn pools_create_on_demand_start_stopped_members_first_and_keep_their_minim
         assert_eq!(code, 200, "{body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_its_provider_lost_while_running_is_marked_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let _reaper = Reaper(dir.path().to_owned(), shutdown.clone());
+    let mut config = test_config(dir.path());
+    config.providers.agentd_bin = Some(paddock_tests::bin_path("agentd"));
+    let url = start_with(config, &shutdown).await;
+    let http = reqwest::Client::new();
+    let (code, made) = call(
+        &http,
+        &url,
+        Method::POST,
+        "/v1/sandboxes",
+        Some(json!({ "name": "doomed", "size": "small" })),
+    )
+    .await;
+    assert_eq!(code, 201, "{made}");
+    assert_eq!(
+        made["sandbox"]["provider"], "local",
+        "the tenant's default provider"
+    );
+    poll("doomed to connect", async || {
+        (status(&http, &url, "doomed").await == "connected").then_some(())
+    })
+    .await;
+
+    // Gone from under the provider: its directory, then its process.
+    let id = made["sandbox"]["id"].as_str().unwrap();
+    let sandbox_dir = dir.path().join("sandboxes").join(id);
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(sandbox_dir.join("local.json")).unwrap())
+            .unwrap();
+    std::fs::remove_dir_all(&sandbox_dir).unwrap();
+    let pid = record["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    let reason = poll("doomed to be marked failed", async || {
+        let (_, body) = call(&http, &url, Method::GET, "/v1/sandboxes/doomed", None).await;
+        (body["status"] == "failed").then(|| body["reason"].as_str().unwrap_or_default().to_owned())
+    })
+    .await;
+    assert!(reason.contains("no longer reports"), "{reason}");
+    assert!(
+        paddock_tests::agentd_processes_of(dir.path()).is_empty(),
+        "agentd was started again"
+    );
+}
