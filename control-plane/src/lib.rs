@@ -143,7 +143,7 @@ impl App {
             *agent_url.write().unwrap_or_else(|e| e.into_inner()) =
                 Some(config.base_url(config.listen));
         }
-        let registry = providers::registry::build(&config, &owner, agent_url.clone())?;
+        let registry = providers::registry::build(&config, &owner, agent_url.clone(), &shutdown)?;
         let state = AppState {
             store,
             auth: Authenticator::new(system.clone()),

@@ -62,6 +62,9 @@ pub struct LocalProvider {
     owner: String,
     agentd: PathBuf,
     agent_url: AgentUrl,
+    /// The control plane's shutdown: supervisors end with it and leave
+    /// their children running, for the next start to adopt.
+    shutdown: CancellationToken,
     /// A supervisor per sandbox whose child this control plane watches.
     supervisors: Mutex<HashMap<String, Supervisor>>,
 }
@@ -82,12 +85,19 @@ fn io_err(what: &str, err: impl std::fmt::Display) -> ProviderError {
 
 impl LocalProvider {
     /// Sandboxes live under `<data_dir>/sandboxes`; `owner` labels them.
-    pub fn new(data_dir: &Path, owner: &str, agentd: PathBuf, agent_url: AgentUrl) -> Self {
+    pub fn new(
+        data_dir: &Path,
+        owner: &str,
+        agentd: PathBuf,
+        agent_url: AgentUrl,
+        shutdown: CancellationToken,
+    ) -> Self {
         LocalProvider {
             root: data_dir.join("sandboxes"),
             owner: owner.to_owned(),
             agentd,
             agent_url,
+            shutdown,
             supervisors: Mutex::default(),
         }
     }
@@ -223,6 +233,7 @@ impl LocalProvider {
                         terminate_pid(pid).await;
                         return;
                     }
+                    _ = self.shutdown.cancelled() => return,
                     _ = wait_gone(pid) => {
                         warn!(resource = id, pid, "agentd exited; starting it again");
                     }
@@ -235,6 +246,8 @@ impl LocalProvider {
                                 terminate_child(&mut child).await;
                                 return;
                             }
+                            // The child outlives this control plane.
+                            _ = self.shutdown.cancelled() => return,
                             status = child.wait() => {
                                 warn!(resource = id, status = ?status, "agentd exited; starting it again");
                             }
@@ -246,6 +259,7 @@ impl LocalProvider {
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = self.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -512,7 +526,13 @@ mod tests {
     #[test]
     fn resource_ids_cannot_leave_the_root() {
         let dir = tempfile::tempdir().unwrap();
-        let p = LocalProvider::new(dir.path(), "own_1", "agentd".into(), AgentUrl::default());
+        let p = LocalProvider::new(
+            dir.path(),
+            "own_1",
+            "agentd".into(),
+            AgentUrl::default(),
+            CancellationToken::new(),
+        );
         assert!(p.dir("sbx_0123abcd").is_ok());
         for bad in ["", "..", "../x", "a/b", "sbx_1/.."] {
             assert!(p.dir(bad).is_err(), "{bad}");

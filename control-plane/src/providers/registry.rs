@@ -62,13 +62,20 @@ pub fn build(
     config: &crate::Config,
     owner: &str,
     agent_url: super::local::AgentUrl,
+    shutdown: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Registry> {
     let mut registry = Registry::default();
     for name in &config.providers.enabled {
         match name.as_str() {
             "local" => {
                 let agentd = find_agentd(config.providers.agentd_bin.as_deref());
-                let local = super::local::LocalProvider::new(&config.data_dir, owner, agentd, agent_url.clone());
+                let local = super::local::LocalProvider::new(
+                    &config.data_dir,
+                    owner,
+                    agentd,
+                    agent_url.clone(),
+                    shutdown.clone(),
+                );
                 registry.insert(Arc::new(super::local::Local(Arc::new(local))));
             }
             other => anyhow::bail!(
