@@ -537,6 +537,63 @@ mod tests {
     }
 
     #[test]
+    fn the_providers_table_reads_sizes_pools_and_per_tenant_providers() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("paddock.toml");
+        std::fs::write(
+            &file,
+            r#"
+[providers]
+enabled = ["local"]
+default_size = "tiny"
+idle_stop_secs = 300
+tenants = { acme = "local" }
+
+[providers.sizes.tiny]
+cpu_millis = 250
+memory_mib = 256
+
+[[providers.pools]]
+name = "builders"
+labels = { kind = "build" }
+min = 1
+max = 3
+"#,
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&file),
+            env(&[("PADDOCK_IDLE_STOP_SECS", "60")]),
+            Overrides::default(),
+        )
+        .unwrap();
+        let p = &config.providers;
+        assert_eq!(p.default_size, "tiny");
+        // A `sizes` table replaces the default sizes.
+        assert_eq!(p.sizes.keys().collect::<Vec<_>>(), ["tiny"]);
+        assert_eq!(p.idle_stop_secs, 60);
+        assert_eq!(p.provider_for("acme"), "local");
+        assert_eq!(
+            (p.pools[0].tenant.as_str(), p.pools[0].min, p.pools[0].max),
+            ("default", 1, 3)
+        );
+        std::fs::write(
+            &file,
+            "[[providers.pools]]\nname = \"x\"\nmin = 4\nmax = 2\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&file), env(&[]), Overrides::default()).unwrap_err();
+        assert!(err.to_string().starts_with("providers.pools"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[("PADDOCK_PROVIDERS", "local,podman")]),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("providers.enabled"), "{err}");
+    }
+
+    #[test]
     fn debug_redacts_the_bootstrap_token() {
         let config = Config::load(
             None,
