@@ -24,12 +24,7 @@ struct Reaper(std::path::PathBuf, CancellationToken);
 impl Drop for Reaper {
     fn drop(&mut self) {
         self.1.cancel();
-        for (pid, _) in paddock_tests::agentd_processes_of(&self.0) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        paddock_tests::kill_agentd_processes_of(&self.0);
     }
 }
 

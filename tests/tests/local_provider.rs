@@ -5,27 +5,12 @@
 //! destroyed, one missing from the provider is marked failed, one
 //! registered by hand is left alone).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use paddock_tests::proto::api::{SandboxInfo, SandboxStatus};
 use paddock_tests::{agentd_processes_of, parse_sandboxes, wait_until, within_for, ControlPlane};
-
-/// Kills whatever agentd of this data directory is left when a test ends
-/// (the local provider's children outlive the control plane by design).
-struct Reaper(PathBuf);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for (pid, _) in agentd_processes_of(&self.0) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
 
 fn record(data_dir: &Path, id: &str) -> Result<serde_json::Value> {
     let path = data_dir.join("sandboxes").join(id).join("local.json");
@@ -92,7 +77,6 @@ async fn a_local_sandbox_lives_stops_starts_survives_a_control_plane_kill_and_is
     within_for(Duration::from_secs(180), async {
         let mut cp = ControlPlane::start().await?;
         let data_dir = cp.data_dir().to_owned();
-        let _reaper = Reaper(data_dir.clone());
 
         let made = sandbox_cli(
             &cp,
@@ -176,7 +160,6 @@ async fn start_up_destroys_unknown_local_sandboxes_and_marks_missing_ones_failed
     within_for(Duration::from_secs(120), async {
         let mut cp = ControlPlane::start().await?;
         let data_dir = cp.data_dir().to_owned();
-        let _reaper = Reaper(data_dir.clone());
         let hand = cp.add_sandbox("by-hand").await?;
         // Errors say what to do next.
         for (args, says) in [
