@@ -10,6 +10,7 @@ mod config;
 mod fake;
 mod follow;
 mod inbox;
+mod lifecycle;
 mod logs;
 mod output;
 mod reconnect;
@@ -187,6 +188,14 @@ enum SandboxesAction {
         #[arg(long)]
         json: bool,
     },
+    /// Create a sandbox run by a provider and wait until its agentd connects.
+    Create(lifecycle::CreateArgs),
+    /// Stop a provider-run sandbox (its workspace is kept).
+    Stop(lifecycle::OpArgs),
+    /// Start a stopped sandbox again and wait until it connects.
+    Start(lifecycle::OpArgs),
+    /// Destroy a sandbox: its provider's resources and workspace go, its name is free again.
+    Destroy(lifecycle::OpArgs),
     /// Replace a sandbox's agentd token; the old one stops working at once.
     RotateToken {
         /// Sandbox id (`sbx_…`) or name.
@@ -347,7 +356,7 @@ async fn sandboxes(client: &Client, args: SandboxesArgs) -> Result<i32> {
             if args.json {
                 output::print_json(&list)?;
             } else if list.sandboxes.is_empty() {
-                eprintln!("no sandboxes: register one with `paddock sandboxes register NAME`, or start the control plane with `control-plane up --sandboxes 1`");
+                eprintln!("no sandboxes: create one with `paddock sandboxes create NAME`, register one with `paddock sandboxes register NAME`, or start the control plane with `control-plane up --sandboxes 1`");
             } else {
                 print!(
                     "{}",
@@ -359,6 +368,7 @@ async fn sandboxes(client: &Client, args: SandboxesArgs) -> Result<i32> {
             let body = RegisterSandbox {
                 name,
                 labels: labels.into_iter().collect(),
+                ..RegisterSandbox::default()
             };
             let registered = client.register_sandbox(&body).await?;
             print_registered(client, &registered, json || args.json)?;
@@ -366,6 +376,16 @@ async fn sandboxes(client: &Client, args: SandboxesArgs) -> Result<i32> {
         Some(SandboxesAction::RotateToken { sandbox, json }) => {
             let registered = client.rotate_sandbox_token(&sandbox).await?;
             print_registered(client, &registered, json || args.json)?;
+        }
+        Some(SandboxesAction::Create(create)) => return lifecycle::create(client, create).await,
+        Some(SandboxesAction::Stop(op)) => {
+            return lifecycle::op(client, lifecycle::Op::Stop, op).await
+        }
+        Some(SandboxesAction::Start(op)) => {
+            return lifecycle::op(client, lifecycle::Op::Start, op).await
+        }
+        Some(SandboxesAction::Destroy(op)) => {
+            return lifecycle::op(client, lifecycle::Op::Destroy, op).await
         }
     }
     Ok(0)

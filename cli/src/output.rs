@@ -91,11 +91,18 @@ impl Table {
 
 /// The `paddock sandboxes` table.
 pub fn sandboxes_table(sandboxes: &[SandboxInfo], now: SystemTime) -> String {
-    let mut table = Table::new(vec!["ID", "NAME", "STATUS", "LAST SEEN", "AGENT"]);
+    let mut table = Table::new(vec![
+        "ID",
+        "NAME",
+        "STATUS",
+        "LAST SEEN",
+        "AGENT",
+        "PROVIDER",
+    ]);
     for sb in sandboxes {
-        let status = match sb.status {
-            SandboxStatus::Connected => "connected",
-            SandboxStatus::Disconnected => "disconnected",
+        let status = match (&sb.status, &sb.reason) {
+            (SandboxStatus::Failed, Some(reason)) => format!("failed: {reason}"),
+            (status, _) => status.as_str().to_owned(),
         };
         let last_seen = match &sb.last_seen_at {
             Some(at) => ago(at, now),
@@ -104,9 +111,14 @@ pub fn sandboxes_table(sandboxes: &[SandboxInfo], now: SystemTime) -> String {
         table.push(vec![
             sb.id.to_string(),
             sb.name.clone(),
-            status.to_owned(),
+            status,
             last_seen,
             sb.agent_version.clone().unwrap_or_else(|| "-".to_owned()),
+            match (&sb.provider, &sb.size) {
+                (Some(p), Some(size)) => format!("{p}/{size}"),
+                (Some(p), None) => p.clone(),
+                (None, _) => "-".to_owned(),
+            },
         ]);
     }
     table.render()
@@ -347,6 +359,9 @@ mod tests {
                 name: "local-1".to_owned(),
                 labels: BTreeMap::new(),
                 status: SandboxStatus::Connected,
+                reason: None,
+                provider: Some("local".to_owned()),
+                size: Some("small".to_owned()),
                 created_at: "2026-11-26T02:00:00Z".to_owned(),
                 last_seen_at: Some("2026-11-26T03:00:07Z".to_owned()),
                 agent_version: Some("agentd/0.1.0".to_owned()),
@@ -355,7 +370,10 @@ mod tests {
                 id: SandboxId::from("sbx_0002"),
                 name: "b".to_owned(),
                 labels: BTreeMap::new(),
-                status: SandboxStatus::Disconnected,
+                status: SandboxStatus::Failed,
+                reason: Some("gone".to_owned()),
+                provider: None,
+                size: None,
                 created_at: "2026-11-26T02:00:00Z".to_owned(),
                 last_seen_at: None,
                 agent_version: None,
@@ -363,9 +381,9 @@ mod tests {
         ];
         assert_eq!(
             sandboxes_table(&sandboxes, now),
-            "ID        NAME     STATUS        LAST SEEN  AGENT\n\
-             sbx_01    local-1  connected     3s ago     agentd/0.1.0\n\
-             sbx_0002  b        disconnected  never      -\n"
+            "ID        NAME     STATUS        LAST SEEN  AGENT         PROVIDER\n\
+             sbx_01    local-1  connected     3s ago     agentd/0.1.0  local/small\n\
+             sbx_0002  b        failed: gone  never      -             -\n"
         );
     }
 

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use paddock_protocol::api::SessionState;
+use paddock_protocol::api::{SandboxStatus, SessionState};
 use paddock_protocol::{
     is_supported, unsupported_version_reason, AgentToControl, ControlToAgent, DataFrame, FrameKind,
     Hello, LiveSession, ResumeFrom, SessionId, CLOSE_MALFORMED, CLOSE_REPLACED,
@@ -26,7 +26,7 @@ use crate::error::ApiError;
 use crate::fanout::{Ending, SessionLog};
 use crate::hub::{AckSlot, AgentLink, AgentReply, HubError, Outgoing};
 use crate::persist::PersistMsg;
-use crate::store::SandboxRow;
+use crate::store::{SandboxRow, Transition};
 use crate::telemetry::{self, ConnectionGauge};
 use crate::{clock, AppState};
 
@@ -183,6 +183,14 @@ async fn run(state: AppState, sandbox: SandboxRow, socket: WebSocket) {
     {
         warn!(error = %err, "could not record the agent's connection");
     }
+    let up = Transition::to(SandboxStatus::Connected);
+    if let Err(err) = state
+        .store
+        .transition(&sandbox.tenant_id, &sandbox.id, up)
+        .await
+    {
+        warn!(error = %err, "could not record the sandbox as connected");
+    }
 
     let welcome = ControlToAgent::Welcome {
         hello: Hello {
@@ -243,6 +251,24 @@ async fn run(state: AppState, sandbox: SandboxRow, socket: WebSocket) {
     drop(tx_out);
 
     if state.hub.unregister(&sandbox.id, conn_id) {
+        // Only a connected sandbox becomes disconnected: one being stopped
+        // or destroyed keeps the state its provider call gives it.
+        let down = Transition::to(SandboxStatus::Disconnected).from(&[SandboxStatus::Connected]);
+        if let Err(err) = state
+            .store
+            .transition(&sandbox.tenant_id, &sandbox.id, down)
+            .await
+        {
+            warn!(error = %err, "could not record the sandbox as disconnected");
+        }
+        // A reconnection may have recorded itself in between: it wins.
+        if state.hub.link(&sandbox.id).is_some() {
+            let up = Transition::to(SandboxStatus::Connected);
+            let _ = state
+                .store
+                .transition(&sandbox.tenant_id, &sandbox.id, up)
+                .await;
+        }
         let reason = match &reason {
             Ok(()) => "disconnected".to_owned(),
             Err(violation) => violation.reason.clone(),

@@ -136,17 +136,31 @@ pub async fn register_sandbox(
 ) -> ApiResult<(StatusCode, Json<SandboxRegistered>)> {
     let Json(body) = body?;
     validate_name(&body.name)?;
-    let (row, token) = state
-        .store
-        .create_sandbox(&principal.tenant_id, &body.name, &body.labels, None)
+    let (row, token) = if body.provider.is_some() || body.size.is_some() {
+        let row = crate::lifecycle::provision(
+            &state,
+            &principal.tenant_id,
+            &body.name,
+            &body.labels,
+            body.provider.as_deref(),
+            body.size.as_deref(),
+        )
         .await?;
-    info!(sandbox.id = %row.id, sandbox.name = %row.name, "sandbox registered");
+        // The provider handed agentd its token: it is never shown.
+        (row, String::new())
+    } else {
+        state
+            .store
+            .create_sandbox(&principal.tenant_id, &body.name, &body.labels, None)
+            .await?
+    };
+    info!(sandbox.id = %row.id, sandbox.name = %row.name, provider = ?row.provider, "sandbox registered");
     crate::admin::record(
         &state,
         &principal,
         "sandbox.registered",
         &format!("sandbox/{}", row.id),
-        serde_json::json!({ "name": row.name }),
+        serde_json::json!({ "name": row.name, "provider": row.provider, "size": row.size }),
     )
     .await;
     let sandbox = sandbox_info(&state, &row);
@@ -185,6 +199,57 @@ pub async fn get_sandbox(
 ) -> ApiResult<Json<SandboxInfo>> {
     let row = resolve_sandbox(&state, &principal, &sandbox).await?;
     Ok(Json(sandbox_info(&state, &row)))
+}
+
+/// `POST /v1/sandboxes/{sandbox}/stop`, `.../start` and `DELETE
+/// /v1/sandboxes/{sandbox}`: lifecycle operations, audited; each answers
+/// the sandbox as it is afterwards (`stopped`, `starting` or `connected`,
+/// `destroyed`).
+async fn lifecycle_op(
+    state: AppState,
+    principal: Principal,
+    sandbox: String,
+    action: &'static str,
+) -> ApiResult<Json<SandboxInfo>> {
+    let row = resolve_sandbox(&state, &principal, &sandbox).await?;
+    let after = match action {
+        "stopped" => crate::lifecycle::stop(&state, &row).await?,
+        "started" => crate::lifecycle::start(&state, &row).await?,
+        _ => crate::lifecycle::destroy(&state, &row).await?,
+    };
+    crate::admin::record(
+        &state,
+        &principal,
+        &format!("sandbox.{action}"),
+        &format!("sandbox/{}", row.id),
+        serde_json::json!({ "name": row.name }),
+    )
+    .await;
+    Ok(Json(sandbox_info(&state, &after)))
+}
+
+pub async fn stop_sandbox(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(sandbox): Path<String>,
+) -> ApiResult<Json<SandboxInfo>> {
+    lifecycle_op(state, principal, sandbox, "stopped").await
+}
+
+pub async fn start_sandbox(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(sandbox): Path<String>,
+) -> ApiResult<Json<SandboxInfo>> {
+    lifecycle_op(state, principal, sandbox, "started").await
+}
+
+pub async fn destroy_sandbox(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(sandbox): Path<String>,
+) -> ApiResult<Json<SandboxInfo>> {
+    lifecycle_op(state, principal, sandbox, "destroyed").await
 }
 
 /// `POST /v1/sandboxes/{sandbox}/token`: a new agentd token; the old one

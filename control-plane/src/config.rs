@@ -44,6 +44,11 @@ pub struct Config {
     pub api_burst: u32,
     /// Connection, size and rate limits: the `[limits]` table, `PADDOCK_MAX_*`.
     pub limits: Limits,
+    /// Providers, sizes, pools and the idle policy (`[providers]`).
+    pub providers: crate::providers::settings::ProviderSettings,
+    /// The clock of time-based policies (tests put a manual one here).
+    #[serde(skip)]
+    pub clock: crate::clock::Clock,
     /// The owner's API token on a fresh database (`PADDOCK_BOOTSTRAP_TOKEN`).
     #[serde(skip)]
     pub bootstrap_token: Option<String>,
@@ -71,6 +76,8 @@ impl Default for Config {
             api_rate_per_sec: 50,
             api_burst: 100,
             limits: Limits::default(),
+            providers: Default::default(),
+            clock: Default::default(),
             bootstrap_token: None,
             owner_token: None,
         }
@@ -95,6 +102,7 @@ impl fmt::Debug for Config {
             .field("api_rate_per_sec", &self.api_rate_per_sec)
             .field("api_burst", &self.api_burst)
             .field("limits", &self.limits)
+            .field("providers", &self.providers)
             .field(
                 "bootstrap_token",
                 &self.bootstrap_token.as_ref().map(|_| "<redacted>"),
@@ -200,7 +208,11 @@ impl Config {
                     config.api_rate_per_sec = parse("PADDOCK_API_RATE_PER_SEC", &value)?
                 }
                 "PADDOCK_API_BURST" => config.api_burst = parse("PADDOCK_API_BURST", &value)?,
-                other => config.limits.set_env(other, &value)?,
+                other => {
+                    if !config.providers.apply_env(other, &value)? {
+                        config.limits.set_env(other, &value)?;
+                    }
+                }
             }
         }
         if let Some(listen) = flags.listen {
@@ -266,6 +278,7 @@ impl Config {
         }
         self.limits.validate()?;
         self.validate_tls()?;
+        self.providers.validate()?;
         if let Some(token) = &self.bootstrap_token {
             if token.len() < 16 {
                 return Err(ConfigError::Invalid {
@@ -529,6 +542,63 @@ mod tests {
             let err = Config::load(None, env(&[(var, "0")]), Overrides::default()).unwrap_err();
             assert!(err.to_string().starts_with(key), "{err}");
         }
+    }
+
+    #[test]
+    fn the_providers_table_reads_sizes_pools_and_per_tenant_providers() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("paddock.toml");
+        std::fs::write(
+            &file,
+            r#"
+[providers]
+enabled = ["local"]
+default_size = "tiny"
+idle_stop_secs = 300
+tenants = { acme = "local" }
+
+[providers.sizes.tiny]
+cpu_millis = 250
+memory_mib = 256
+
+[[providers.pools]]
+name = "builders"
+labels = { kind = "build" }
+min = 1
+max = 3
+"#,
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&file),
+            env(&[("PADDOCK_IDLE_STOP_SECS", "60")]),
+            Overrides::default(),
+        )
+        .unwrap();
+        let p = &config.providers;
+        assert_eq!(p.default_size, "tiny");
+        // A `sizes` table replaces the default sizes.
+        assert_eq!(p.sizes.keys().collect::<Vec<_>>(), ["tiny"]);
+        assert_eq!(p.idle_stop_secs, 60);
+        assert_eq!(p.provider_for("acme"), "local");
+        assert_eq!(
+            (p.pools[0].tenant.as_str(), p.pools[0].min, p.pools[0].max),
+            ("default", 1, 3)
+        );
+        std::fs::write(
+            &file,
+            "[[providers.pools]]\nname = \"x\"\nmin = 4\nmax = 2\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&file), env(&[]), Overrides::default()).unwrap_err();
+        assert!(err.to_string().starts_with("providers.pools"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[("PADDOCK_PROVIDERS", "local,podman")]),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("providers.enabled"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod agent_conn;
 mod api;
 mod asciicast;
 mod auth;
-mod clock;
+pub mod clock;
 pub mod config;
 mod console;
 mod error;
@@ -21,10 +21,13 @@ mod fanout;
 pub mod governance;
 mod hub;
 pub mod limits;
+mod lifecycle;
 mod openapi;
 mod persist;
+mod pools;
 pub mod providers;
 mod ratelimit;
+pub mod reconcile;
 mod retention;
 pub mod routes;
 mod scheduler;
@@ -61,6 +64,11 @@ pub struct AppState {
     governance: governance::Governance,
     hub: Arc<Hub>,
     config: Arc<Config>,
+    /// The enabled providers, by name.
+    providers: Arc<providers::registry::Registry>,
+    /// This control plane's URL for agentd, once the listener is bound.
+    agent_url: providers::local::AgentUrl,
+    pools: Arc<pools::PoolsHandle>,
     /// Request-rate limits per API token, checked by `routes::authorize`.
     rate_limit: Arc<ratelimit::ApiRateLimiter>,
     /// Connection, session, watcher, size and message-rate limits.
@@ -76,6 +84,8 @@ pub struct AppState {
 /// A control plane ready to serve.
 pub struct App {
     state: AppState,
+    /// What reconciling the providers with the database did at start-up.
+    pub reconciled: reconcile::Reconciled,
     persister: tokio::task::JoinHandle<()>,
     /// The owner token generated on a fresh database, to be shown once.
     pub generated_token: Option<String>,
@@ -130,6 +140,18 @@ impl App {
         );
         telemetry::spawn_upkeep(shutdown.clone());
         let governance = governance::Governance::new(store.clone());
+        let owner = system
+            .owner_id()
+            .await
+            .context("could not read the deployment's owner id")?;
+        // Known now when the port is fixed (re-adopted children are pointed
+        // at it); otherwise once the listener is bound, in `serve`.
+        let agent_url = providers::local::AgentUrl::default();
+        if config.listen.port() != 0 {
+            *agent_url.write().unwrap_or_else(|e| e.into_inner()) =
+                Some(config.base_url(config.listen));
+        }
+        let registry = providers::registry::build(&config, &owner, agent_url.clone(), &shutdown)?;
         let state = AppState {
             store,
             auth: Authenticator::new(system.clone()),
@@ -145,14 +167,20 @@ impl App {
             )),
             admission: Arc::new(admission::Admission::new(config.limits.clone())),
             config: Arc::new(config),
+            providers: Arc::new(registry),
+            agent_url,
+            pools: Arc::default(),
             tx_persist,
             shutdown,
             tracker: TaskTracker::new(),
         };
-        let owner = instance_id(&state.config.data_dir)?;
-        scheduler::spawn_scheduler(state.clone(), system, owner);
+        let reconciled = reconcile::reconcile(&state, &system).await;
+        pools::spawn_upkeep(state.clone(), system.clone());
+        let instance = instance_id(&state.config.data_dir)?;
+        scheduler::spawn_scheduler(state.clone(), system, instance);
         Ok(App {
             state,
+            reconciled,
             persister,
             generated_token,
         })
@@ -162,6 +190,12 @@ impl App {
     /// the config names a certificate) until shutdown is cancelled, then
     /// waits (at most 5 s) for connection tasks to finish.
     pub async fn serve(self, listener: TcpListener) -> anyhow::Result<()> {
+        let url = self.state.config.base_url(listener.local_addr()?);
+        *self
+            .state
+            .agent_url
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(url);
         let router = routes::router(self.state.clone());
         let shutdown = self.state.shutdown.clone();
         let stopped = async move { shutdown.cancelled().await };

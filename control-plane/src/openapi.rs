@@ -85,6 +85,8 @@ fn bodies(g: &mut SchemaGenerator, route: &Route) -> Bodies {
         ("POST", "/v1/sandboxes") => with(J(schema::<RegisterSandbox>(g)), 201, J(schema::<SandboxRegistered>(g))),
         ("GET", "/v1/sandboxes/{sandbox}") => ok(200, J(schema::<SandboxInfo>(g))),
         ("POST", "/v1/sandboxes/{sandbox}/token") => ok(200, J(schema::<SandboxRegistered>(g))),
+        ("POST", "/v1/sandboxes/{sandbox}/stop" | "/v1/sandboxes/{sandbox}/start") => ok(200, J(schema::<SandboxInfo>(g))),
+        ("DELETE", "/v1/sandboxes/{sandbox}") => ok(200, J(schema::<SandboxInfo>(g))),
         ("GET", "/v1/sandboxes/{sandbox}/sessions") => ok(200, J(schema::<SessionList>(g))),
         ("POST", "/v1/sandboxes/{sandbox}/sessions") => {
             with(J(schema::<OpenSessionRequest>(g)), 201, J(schema::<SessionInfo>(g)))

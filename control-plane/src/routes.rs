@@ -311,6 +311,26 @@ pub const ROUTES: &[Route] = &[
         true,
     ),
     route("PUT", "/v1/limits", Permission::ManageTenantSettings, false),
+    route(
+        "POST",
+        "/v1/sandboxes/{sandbox}/stop",
+        Permission::ManageSandboxes,
+        true,
+    ),
+    route(
+        "POST",
+        "/v1/sandboxes/{sandbox}/start",
+        Permission::ManageSandboxes,
+        true,
+    ),
+    // Last: the authorization matrix runs routes in this order, and this
+    // one ends the sandbox the others use.
+    route(
+        "DELETE",
+        "/v1/sandboxes/{sandbox}",
+        Permission::ManageSandboxes,
+        true,
+    ),
 ];
 
 /// The handler of a route of the table.
@@ -331,6 +351,9 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("POST", "/v1/sandboxes") => post(api::register_sandbox),
         ("GET", "/v1/sandboxes/{sandbox}") => get(api::get_sandbox),
         ("POST", "/v1/sandboxes/{sandbox}/token") => post(api::rotate_sandbox_token),
+        ("POST", "/v1/sandboxes/{sandbox}/stop") => post(api::stop_sandbox),
+        ("POST", "/v1/sandboxes/{sandbox}/start") => post(api::start_sandbox),
+        ("DELETE", "/v1/sandboxes/{sandbox}") => delete(api::destroy_sandbox),
         ("GET", "/v1/sandboxes/{sandbox}/sessions") => get(api::list_sessions),
         ("POST", "/v1/sandboxes/{sandbox}/sessions") => post(api::open_session),
         ("GET", "/v1/sandboxes/{sandbox}/sessions/{session}") => get(api::get_session),

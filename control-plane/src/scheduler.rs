@@ -170,6 +170,9 @@ async fn dispatch(state: &AppState, system: &SystemStore, owner: &str) -> crate:
             continue;
         }
         let Some(sandbox) = pick_sandbox(state, &task).await? else {
+            // A pool serving these labels starts or creates one; its
+            // connection wakes the scheduler.
+            crate::pools::on_demand(state, &tenant, &task.info.labels).await;
             continue;
         };
         if let Some(refusal) = crate::tasks_api::dispatch_refusal(state, &task, now).await {

@@ -48,6 +48,10 @@ pub const LIMIT_REFUSALS: &str = "paddock_limit_refusals_total";
 pub const ACK_LAG_BYTES: &str = "paddock_ack_lag_bytes";
 /// Labelled `op` (the store method).
 pub const STORE_QUERY_DURATION: &str = "paddock_store_query_duration_seconds";
+/// Passes of the pools' upkeep (idle stops, pool minimums).
+pub const POOL_PASSES: &str = "paddock_pool_passes_total";
+/// Sandboxes stopped for being idle.
+pub const IDLE_STOPS: &str = "paddock_idle_stops_total";
 
 /// Buckets of the request-duration histogram, in seconds.
 const HTTP_BUCKETS: &[f64] = &[

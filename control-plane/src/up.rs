@@ -1,25 +1,22 @@
 //! `control-plane up`: the all-in-one embedded default. Serves the control
-//! plane and runs N local sandboxes as supervised `agentd` child processes
-//! (the `local` provider), each in its own work directory.
+//! plane and runs N local sandboxes through the `local` provider
+//! (supervised `agentd` child processes, each in its own work directory).
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use paddock_protocol::api::SandboxStatus;
 use paddock_protocol::SandboxId;
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::auth::{new_token, TokenKind};
-use crate::store::DEFAULT_TENANT;
+use crate::lifecycle;
+use crate::store::{SandboxRow, DEFAULT_TENANT};
 use crate::{App, Config};
 
 #[derive(Debug, Clone)]
@@ -33,14 +30,15 @@ pub struct UpOptions {
     pub tls_ca: Option<PathBuf>,
 }
 
-/// How long agentd children get to exit after SIGTERM before SIGKILL.
-const CHILD_GRACE: Duration = Duration::from_secs(5);
 /// How long `up` waits for every sandbox to connect.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Runs the control plane and its local sandboxes until `shutdown` is
-/// cancelled, then stops every child before returning. Writes the
-/// `export PADDOCK_URL=…` / `export PADDOCK_TOKEN=…` lines and a hint to `out`.
+/// cancelled, then stops every one of them before returning. Writes the
+/// `export PADDOCK_URL=…` / `export PADDOCK_TOKEN=…` lines and a hint to
+/// `out`. The sandboxes `local-1` … `local-N` are run by the local
+/// provider; after an abrupt end of an earlier `up` on the same data
+/// directory their live agentd processes are adopted, not duplicated.
 pub async fn up(
     mut config: Config,
     listener: TcpListener,
@@ -48,7 +46,12 @@ pub async fn up(
     shutdown: CancellationToken,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
-    let agentd = find_agentd(options.agentd.as_deref())?;
+    config.providers.agentd_bin = Some(find_agentd(
+        options
+            .agentd
+            .as_deref()
+            .or(config.providers.agentd_bin.as_deref()),
+    )?);
     // The children run in their own work directories.
     let ca_file = match &options.tls_ca {
         Some(path) => Some(
@@ -57,6 +60,12 @@ pub async fn up(
         ),
         None => None,
     };
+    if ca_file.is_some() {
+        config.providers.agent_ca_file = ca_file.clone();
+    }
+    if !config.providers.enabled.iter().any(|p| p == "local") {
+        config.providers.enabled.push("local".into());
+    }
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "could not create data directory {}",
@@ -74,28 +83,26 @@ pub async fn up(
 
     let addr = listener.local_addr()?;
     let url = state.config.base_url(addr);
+    // Known before the server task runs: the sandboxes below need it.
+    *state.agent_url.write().unwrap_or_else(|e| e.into_inner()) = Some(url.clone());
     let server = tokio::spawn(async move { app.serve(listener).await });
 
-    let stop_children = CancellationToken::new();
-    let mut supervisors = Vec::new();
-    let mut ids = Vec::new();
+    let mut rows = Vec::new();
+    let mut started = Ok(());
     for i in 1..=options.sandboxes {
-        let name = format!("local-{i}");
-        let dir = state.config.data_dir.join("sandboxes").join(&name);
-        let (id, token) = local_sandbox(&state, &name, &dir).await?;
-        ids.push(id);
-        let child = LocalAgent {
-            name,
-            agentd: agentd.clone(),
-            url: url.clone(),
-            token,
-            dir,
-            ca_file: ca_file.clone(),
-        };
-        supervisors.push(tokio::spawn(child.supervise(stop_children.clone())));
+        match local_sandbox(&state, &format!("local-{i}")).await {
+            Ok(row) => rows.push(row),
+            Err(err) => {
+                started = Err(err);
+                break;
+            }
+        }
     }
-
-    let connected = wait_connected(&state, &ids, &shutdown).await;
+    let ids: Vec<SandboxId> = rows.iter().map(|r| r.id.clone()).collect();
+    let connected = match started {
+        Ok(()) => wait_connected(&state, &ids, &shutdown).await,
+        Err(err) => Err(err),
+    };
     if let Err(err) = &connected {
         warn!(error = %err, "not every sandbox connected");
     } else {
@@ -118,9 +125,10 @@ pub async fn up(
     }
 
     info!("stopping local sandboxes");
-    stop_children.cancel();
-    for supervisor in supervisors {
-        let _ = supervisor.await;
+    for row in &rows {
+        if let Err(err) = lifecycle::stop(&state, row).await {
+            warn!(sandbox.id = %row.id, error = %err.body().error.message, "could not stop a local sandbox");
+        }
     }
     server_shutdown.cancel();
     server.await.context("the server task panicked")??;
@@ -152,43 +160,36 @@ async fn wait_connected(
     }
 }
 
-/// The sandbox `name` and a valid agentd token for it, registering it or
-/// renewing its token as needed. The token is kept in `<dir>/token` (0600).
-async fn local_sandbox(
-    state: &crate::AppState,
-    name: &str,
-    dir: &Path,
-) -> anyhow::Result<(SandboxId, String)> {
-    std::fs::create_dir_all(dir.join("work"))
-        .with_context(|| format!("could not create {}", dir.display()))?;
-    let token_path = dir.join("token");
+/// The local sandbox `name`, running: created by the local provider the
+/// first time, started again (or adopted, if its agentd still runs) later.
+async fn local_sandbox(state: &crate::AppState, name: &str) -> anyhow::Result<SandboxRow> {
+    let api = |e: crate::error::ApiError| anyhow::anyhow!(e.body().error.message);
     let existing = state.store.find_sandbox(DEFAULT_TENANT, name).await?;
-    let saved = std::fs::read_to_string(&token_path).ok();
-    if let (Some(sandbox), Some(token)) = (&existing, &saved) {
-        let token = token.trim();
-        let owner = state.auth.sandbox_token(token).await?;
-        if owner.is_some_and(|o| o.id == sandbox.id) {
-            return Ok((sandbox.id.clone(), token.to_owned()));
+    if let Some(row) = existing {
+        match row.provider.as_deref() {
+            Some("local") if row.resource_id.is_some() && row.state != SandboxStatus::Failed => {
+                return lifecycle::start(state, &row).await.map_err(api);
+            }
+            // Made by an older `up`, or lost: make it anew under the same name.
+            Some("local") => {
+                lifecycle::destroy(state, &row).await.map_err(api)?;
+            }
+            _ => bail!(
+                "a sandbox named {name} exists and is not run by the local provider; \
+                 destroy it (`paddock sandboxes destroy {name}`) or use another data directory"
+            ),
         }
     }
-    let (id, token) = match existing {
-        Some(sandbox) => {
-            let token = state
-                .store
-                .rotate_sandbox_token(DEFAULT_TENANT, &sandbox.id)
-                .await?;
-            (sandbox.id, token)
-        }
-        None => {
-            let (row, token) = state
-                .store
-                .create_sandbox(DEFAULT_TENANT, name, &BTreeMap::new(), Some("local"))
-                .await?;
-            (row.id, token)
-        }
-    };
-    write_secret(&token_path, &token)?;
-    Ok((id, token))
+    lifecycle::provision(
+        state,
+        DEFAULT_TENANT,
+        name,
+        &BTreeMap::new(),
+        Some("local"),
+        None,
+    )
+    .await
+    .map_err(api)
 }
 
 fn read_or_create_secret(path: &Path, kind: TokenKind) -> anyhow::Result<String> {
@@ -203,17 +204,9 @@ fn read_or_create_secret(path: &Path, kind: TokenKind) -> anyhow::Result<String>
     Ok(token)
 }
 
-/// Writes a secret readable by its owner only (0600, set at creation).
 fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("could not write {}", path.display()))?;
-    writeln!(file, "{secret}")?;
-    Ok(())
+    crate::providers::local::write_secret(path, secret)
+        .with_context(|| format!("could not write {}", path.display()))
 }
 
 fn find_agentd(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
@@ -234,90 +227,4 @@ fn find_agentd(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     on_path.context(
         "could not find the agentd binary next to control-plane or on PATH; build it with `cargo build --release --workspace --bins` or pass --agentd PATH",
     )
-}
-
-/// One local sandbox's agentd, restarted if it dies.
-struct LocalAgent {
-    name: String,
-    agentd: PathBuf,
-    url: String,
-    token: String,
-    dir: PathBuf,
-    ca_file: Option<PathBuf>,
-}
-
-impl LocalAgent {
-    fn spawn(&self) -> anyhow::Result<Child> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("agentd.log"))?;
-        let mut command = Command::new(&self.agentd);
-        if let Some(ca_file) = &self.ca_file {
-            command.env("PADDOCK_AGENTD_CA_FILE", ca_file);
-        }
-        let child = command
-            .env("PADDOCK_AGENTD_CONTROL_PLANE", &self.url)
-            .env("PADDOCK_AGENTD_TOKEN", &self.token)
-            .env("PADDOCK_AGENTD_WORKDIR", self.dir.join("work"))
-            .env("PADDOCK_AGENTD_STATE_DIR", self.dir.join("state"))
-            .current_dir(self.dir.join("work"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Its own process group: a Ctrl-C in `up`'s terminal reaches `up`
-            // only, which then stops the children in order.
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("could not start {}", self.agentd.display()))?;
-        Ok(child)
-    }
-
-    async fn supervise(self, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            let mut child = match self.spawn() {
-                Ok(child) => child,
-                Err(err) => {
-                    warn!(sandbox.name = %self.name, error = %err, "could not start agentd");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => continue,
-                    }
-                }
-            };
-            info!(sandbox.name = %self.name, pid = ?child.id(), "agentd started");
-            tokio::select! {
-                status = child.wait() => {
-                    warn!(sandbox.name = %self.name, status = ?status, "agentd exited; restarting");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-                _ = stop.cancelled() => {
-                    terminate(&mut child).await;
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// SIGTERM to the child's process group, SIGKILL if it outlives the grace period.
-async fn terminate(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
-    }
-    if tokio::time::timeout(CHILD_GRACE, child.wait())
-        .await
-        .is_err()
-    {
-        if let Some(pid) = child.id() {
-            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        }
-        let _ = child.kill().await;
-    }
 }

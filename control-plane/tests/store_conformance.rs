@@ -431,3 +431,122 @@ async fn sqlite_retention_deletes_exactly_what_it_should() {
 async fn postgres_retention_deletes_exactly_what_it_should() {
     retention_deletes_exactly_what_it_should(postgres().await).await;
 }
+
+/// Lifecycle states: conditional transitions, `failed` with its reason,
+/// destroy freeing the name and the token, the owner id made once — and
+/// another tenant's transitions touch nothing.
+async fn lifecycle_states_move_only_from_where_they_may(b: Backend) {
+    use paddock_protocol::api::SandboxStatus::*;
+    use store::Transition;
+    with_tenants(&b).await;
+    let owner = b.system.owner_id().await.unwrap();
+    assert_eq!(
+        b.system.owner_id().await.unwrap(),
+        owner,
+        "the owner id changed"
+    );
+    let (hand, _) = b
+        .store
+        .create_sandbox(A, "hand", &BTreeMap::new(), None)
+        .await
+        .unwrap();
+    assert_eq!((hand.state, hand.provider.clone()), (Disconnected, None));
+    let (sb, token) = b
+        .store
+        .create_provisioned(A, "box", &BTreeMap::new(), "local", "small")
+        .await
+        .unwrap();
+    assert_eq!(sb.state, Provisioning);
+    b.store.set_resource_id(A, &sb.id, "res-1").await.unwrap();
+    let to_starting = Transition::to(Starting).from(&[Provisioning]);
+    assert!(b.store.transition(A, &sb.id, to_starting).await.unwrap());
+    assert!(!b.store.transition(A, &sb.id, to_starting).await.unwrap());
+    // Another tenant moves nothing.
+    assert!(!b
+        .store
+        .transition(B, &sb.id, Transition::to(Stopped))
+        .await
+        .unwrap());
+    assert!(b
+        .store
+        .transition(A, &sb.id, Transition::to(Stopped))
+        .await
+        .unwrap());
+    // A late disconnect does not undo a stop.
+    let down = Transition::to(Disconnected).from(&[Connected]);
+    assert!(!b.store.transition(A, &sb.id, down).await.unwrap());
+    assert!(b
+        .store
+        .transition(A, &sb.id, Transition::failed("gone from the provider"))
+        .await
+        .unwrap());
+    let row = b.store.find_sandbox(A, "box").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            row.state,
+            row.state_reason.as_deref(),
+            row.resource_id.as_deref(),
+            row.size.as_deref()
+        ),
+        (
+            Failed,
+            Some("gone from the provider"),
+            Some("res-1"),
+            Some("small")
+        )
+    );
+    assert_eq!(
+        row.to_info(false, None).reason.as_deref(),
+        Some("gone from the provider")
+    );
+    let listed = b.system.provider_sandboxes("local").await.unwrap();
+    assert_eq!(
+        listed.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        vec![&sb.id]
+    );
+
+    b.store.destroy_sandbox(A, &sb.id).await.unwrap();
+    assert!(b
+        .system
+        .authenticate_sandbox(&token)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(b.store.find_sandbox(A, "box").await.unwrap().is_none());
+    let gone = b
+        .store
+        .find_sandbox(A, sb.id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(gone.state, Destroyed);
+    assert_eq!(gone.to_info(true, None).name, "box");
+    assert_eq!(gone.to_info(true, None).status, Destroyed);
+    assert!(!b
+        .store
+        .transition(A, &sb.id, Transition::to(Starting))
+        .await
+        .unwrap());
+    assert!(b
+        .system
+        .provider_sandboxes("local")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(b.store.list_sandboxes(A).await.unwrap().len(), 1);
+    // The name is free again.
+    b.store
+        .create_provisioned(A, "box", &BTreeMap::new(), "local", "small")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_lifecycle_states_move_only_from_where_they_may() {
+    lifecycle_states_move_only_from_where_they_may(sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_lifecycle_states_move_only_from_where_they_may() {
+    lifecycle_states_move_only_from_where_they_may(postgres().await).await;
+}

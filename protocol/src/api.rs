@@ -22,12 +22,23 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
-/// `POST /v1/sandboxes`
-#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/sandboxes`. Without `provider` (and without `size`) the
+/// sandbox is registered by hand: the answer's token is for an agentd
+/// started by the caller. With `provider` (or `size`, which picks the
+/// tenant's provider) the control plane provisions it and hands agentd
+/// its token itself.
+#[derive(schemars::JsonSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterSandbox {
     pub name: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// `local`, `docker`, `fly`, or `default` for the tenant's provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// A size named in the control plane's config (`small`, `medium`,
+    /// `large` by default); the configured default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
 }
 
 /// Response to `POST /v1/sandboxes`: the only time the agentd token is shown.
@@ -35,15 +46,62 @@ pub struct RegisterSandbox {
 pub struct SandboxRegistered {
     pub sandbox: SandboxInfo,
     /// The token agentd presents as `Authorization: Bearer`; stored hashed.
+    /// Empty for a provisioned sandbox: the provider handed it to agentd.
+    #[serde(default)]
     pub token: String,
 }
 
-/// Whether a sandbox's agentd holds its connection to the control plane.
-#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a sandbox is in its life: `provisioning → starting → connected ⇄
+/// disconnected → stopping → stopped → destroyed`, or `failed` (with
+/// [`SandboxInfo::reason`]). A sandbox registered by hand is `disconnected`
+/// until its agentd connects, and only ever `connected`, `disconnected` or
+/// `destroyed`.
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxStatus {
+    /// The provider is creating it.
+    Provisioning,
+    /// Created or started; its agentd has not connected yet.
+    Starting,
     Connected,
     Disconnected,
+    Stopping,
+    /// Stopped by the provider; `start` brings it back with its workspace.
+    Stopped,
+    /// Gone, with everything the provider made for it; its name is free again.
+    Destroyed,
+    /// Broken; [`SandboxInfo::reason`] says why.
+    Failed,
+}
+
+impl SandboxStatus {
+    pub const ALL: [SandboxStatus; 8] = [
+        SandboxStatus::Provisioning,
+        SandboxStatus::Starting,
+        SandboxStatus::Connected,
+        SandboxStatus::Disconnected,
+        SandboxStatus::Stopping,
+        SandboxStatus::Stopped,
+        SandboxStatus::Destroyed,
+        SandboxStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxStatus::Provisioning => "provisioning",
+            SandboxStatus::Starting => "starting",
+            SandboxStatus::Connected => "connected",
+            SandboxStatus::Disconnected => "disconnected",
+            SandboxStatus::Stopping => "stopping",
+            SandboxStatus::Stopped => "stopped",
+            SandboxStatus::Destroyed => "destroyed",
+            SandboxStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SandboxStatus> {
+        SandboxStatus::ALL.into_iter().find(|v| v.as_str() == s)
+    }
 }
 
 #[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +111,15 @@ pub struct SandboxInfo {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub status: SandboxStatus,
+    /// Why it is `failed` (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The provider that runs it; absent for a sandbox registered by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Its size's name, for a provisioned sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
     pub created_at: String,
     /// When agentd last sent anything; absent if it never connected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,4 +279,56 @@ fn default_mode() -> StreamMode {
 pub struct Health {
     pub status: String,
     pub version: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins the bytes shown in docs/PROTOCOL.md ("Sandbox lifecycle").
+    #[test]
+    fn sandbox_bodies_golden() {
+        let failed = SandboxInfo {
+            id: SandboxId::from("sbx_01"),
+            name: "box1".into(),
+            labels: BTreeMap::from([("team".into(), "a".into())]),
+            status: SandboxStatus::Failed,
+            reason: Some("the local provider no longer reports its resource sbx_01".into()),
+            provider: Some("local".into()),
+            size: Some("small".into()),
+            created_at: "2026-11-26T03:00:00.000Z".into(),
+            last_seen_at: None,
+            agent_version: None,
+        };
+        let text = serde_json::to_string(&failed).unwrap();
+        assert_eq!(
+            text,
+            r#"{"id":"sbx_01","name":"box1","labels":{"team":"a"},"status":"failed","reason":"the local provider no longer reports its resource sbx_01","provider":"local","size":"small","created_at":"2026-11-26T03:00:00.000Z"}"#
+        );
+        assert_eq!(serde_json::from_str::<SandboxInfo>(&text).unwrap(), failed);
+        // A body from before lifecycle states still reads.
+        let old: SandboxInfo = serde_json::from_str(
+            r#"{"id":"sbx_02","name":"b","status":"disconnected","created_at":"2026-11-26T03:00:00.000Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (old.status, old.provider),
+            (SandboxStatus::Disconnected, None)
+        );
+        let create = RegisterSandbox {
+            name: "box1".into(),
+            labels: BTreeMap::new(),
+            provider: Some("local".into()),
+            size: Some("small".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&create).unwrap(),
+            r#"{"name":"box1","labels":{},"provider":"local","size":"small"}"#
+        );
+        for status in SandboxStatus::ALL {
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+            assert_eq!(SandboxStatus::parse(status.as_str()), Some(status));
+        }
+    }
 }

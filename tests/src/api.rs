@@ -108,7 +108,7 @@ impl Api {
     pub async fn register_sandbox(&self, name: &str) -> Result<SandboxRegistered> {
         let body = RegisterSandbox {
             name: name.to_owned(),
-            labels: Default::default(),
+            ..RegisterSandbox::default()
         };
         self.call(
             Method::POST,

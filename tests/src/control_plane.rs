@@ -244,6 +244,15 @@ async fn wait_ready(proc: &mut Proc, name: &str, allow_export: bool) -> Result<S
     }
 }
 
+impl Drop for ControlPlane {
+    /// The local provider's agentd children outlive the server by design:
+    /// they go with it here.
+    fn drop(&mut self) {
+        self.proc.kill();
+        kill_agentd_processes_of(self.data_dir.path());
+    }
+}
+
 /// A running `control-plane up`: the server plus its local sandboxes.
 #[derive(Debug)]
 pub struct Up {
@@ -258,10 +267,15 @@ impl Up {
     /// --sandboxes N` and waits for its `PADDOCK_URL=` and `PADDOCK_TOKEN=`
     /// lines.
     pub async fn start(data_dir: &Path, sandboxes: u32) -> Result<Up> {
+        Up::start_on(data_dir, sandboxes, "127.0.0.1:0").await
+    }
+
+    /// Like [`Up::start`] on the address `listen`.
+    pub async fn start_on(data_dir: &Path, sandboxes: u32, listen: &str) -> Result<Up> {
         let mut cmd = base_command(&bin_path("control-plane"));
         cmd.arg("up")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--sandboxes")
@@ -313,18 +327,24 @@ impl Drop for Up {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        for (pid, _) in agentd_processes_of(&self.data_dir) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        kill_agentd_processes_of(&self.data_dir);
     }
 }
 
 /// Processes running the `agentd` binary that mention `data_dir` in their
 /// command line or environment, as `(pid, command line)`. The data dir is a
 /// fresh temporary directory, so this finds exactly one test's processes.
+/// SIGKILLs every agentd of `data_dir` (the local provider's children
+/// outlive their control plane by design; tests end them on the way out).
+pub fn kill_agentd_processes_of(data_dir: &Path) {
+    for (pid, _) in agentd_processes_of(data_dir) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 pub fn agentd_processes_of(data_dir: &Path) -> Vec<(u32, String)> {
     let needle = data_dir.to_string_lossy().into_owned();
     let mut found = Vec::new();

@@ -31,7 +31,7 @@ pub use agentd::{Agentd, AgentdOptions, Sandbox};
 pub use api::{parse_gaps, Api, StoredOutput};
 pub use browser::{screenshot_dir, snapshot_rows, Browser};
 pub use cli::{paddock, paddock_command, parse_sandboxes, parse_sessions, CliOutput};
-pub use control_plane::{agentd_processes_of, ControlPlane, Up};
+pub use control_plane::{agentd_processes_of, kill_agentd_processes_of, ControlPlane, Up};
 pub use expect::{
     first_difference, onlcr, seq_output, sha256_hex, without_gaps, x_lines_command, x_lines_output,
 };

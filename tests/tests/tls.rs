@@ -92,7 +92,7 @@ async fn register(
         .bearer_auth(cp.token())
         .json(&RegisterSandbox {
             name: name.to_owned(),
-            labels: Default::default(),
+            ..RegisterSandbox::default()
         })
         .send()
         .await

@@ -111,3 +111,40 @@ async fn up_runs_local_sandboxes_and_stops_them_on_ctrl_c() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_adopts_its_sandboxes_after_being_killed() {
+    within(async {
+        let tmp = tempfile::Builder::new().prefix("paddock-up-").tempdir()?;
+        let data_dir = tmp.path().join("data");
+        // A fixed address, so the children still dial the right place.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut first = Up::start_on(&data_dir, 1, &listen).await?;
+        let before = first.agentd_processes();
+        ensure!(before.len() == 1, "agentd processes: {before:?}");
+        first.proc.kill();
+        ensure!(
+            first.agentd_processes() == before,
+            "agentd died with `up`: {:?}",
+            first.agentd_processes()
+        );
+
+        let mut again = Up::start_on(&data_dir, 1, &listen).await?;
+        let after = again.agentd_processes();
+        ensure!(after == before, "not adopted: {before:?} became {after:?}");
+        let out = again
+            .paddock(&["exec", "local-1", "--", "sh", "-c", "echo adopted"])
+            .await?;
+        ensure!(
+            out.code() == Some(0) && out.stdout.contains("adopted"),
+            "exec after adoption failed: {}",
+            out.describe()
+        );
+        interrupt_and_check(&mut again).await?;
+        Ok(())
+    })
+    .await;
+}

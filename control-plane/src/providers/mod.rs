@@ -25,6 +25,10 @@ pub mod fly;
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub mod local;
+pub mod registry;
+pub mod settings;
+
 use paddock_protocol::SandboxId;
 
 /// The label keys put on every provider resource (Docker labels, Fly
@@ -157,4 +161,12 @@ pub trait Provider: Send + Sync + fmt::Debug {
 
     /// Every resource labelled as owned by this deployment, in any state.
     async fn list_owned(&self) -> Result<Vec<Owned>, ProviderError>;
+
+    /// Takes charge again, after a control-plane restart, of a resource
+    /// the database knows and that should be running (the local provider
+    /// supervises its live child again instead of spawning another).
+    /// Engines that supervise their own resources need nothing here.
+    async fn adopt(&self, _resource_id: &str) -> Result<(), ProviderError> {
+        Ok(())
+    }
 }

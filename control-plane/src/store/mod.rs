@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+pub use lifecycle::Transition;
 use paddock_protocol::api::{SandboxInfo, SandboxStatus, SessionState};
 use paddock_protocol::{ExitStatus, SandboxId, SessionId, TermSize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -24,6 +25,7 @@ use crate::clock::now_rfc3339;
 
 pub mod governance;
 mod identity;
+mod lifecycle;
 mod output;
 mod retention;
 mod system;
@@ -103,19 +105,45 @@ pub struct SandboxRow {
     pub created_at: String,
     pub last_seen_at: Option<String>,
     pub agent_version: Option<String>,
+    /// The lifecycle state as stored.
+    pub state: SandboxStatus,
+    /// Why it failed, for `failed`.
+    pub state_reason: Option<String>,
+    /// The provider that runs it; `None` when registered by hand.
+    pub provider: Option<String>,
+    /// The provider's handle for it (container id, machine id, …).
+    pub resource_id: Option<String>,
+    pub size: Option<String>,
 }
 
 impl SandboxRow {
+    /// The API's view. `connected` is whether this control plane holds the
+    /// sandbox's agent link: a stored `connected` without a link here shows
+    /// as `disconnected` (the link ended with a control plane that died, or
+    /// is held by another replica, which alone can reach the agent).
     pub fn to_info(&self, connected: bool, last_seen_at: Option<String>) -> SandboxInfo {
+        let status = match (connected, self.state) {
+            (_, SandboxStatus::Destroyed) => SandboxStatus::Destroyed,
+            (true, _) => SandboxStatus::Connected,
+            (false, SandboxStatus::Connected) => SandboxStatus::Disconnected,
+            (false, state) => state,
+        };
+        // A destroyed sandbox's stored name carries its id (to free the name).
+        let suffix = format!("~{}", self.id);
         SandboxInfo {
             id: self.id.clone(),
-            name: self.name.clone(),
+            name: self
+                .name
+                .strip_suffix(&suffix)
+                .unwrap_or(&self.name)
+                .to_owned(),
             labels: self.labels.clone(),
-            status: if connected {
-                SandboxStatus::Connected
-            } else {
-                SandboxStatus::Disconnected
-            },
+            status,
+            reason: (status == SandboxStatus::Failed)
+                .then(|| self.state_reason.clone())
+                .flatten(),
+            provider: self.provider.clone(),
+            size: self.size.clone(),
             created_at: self.created_at.clone(),
             last_seen_at: last_seen_at.or_else(|| self.last_seen_at.clone()),
             agent_version: self.agent_version.clone(),
@@ -316,7 +344,9 @@ impl Store {
         Ok(())
     }
 
-    /// Registers a sandbox and returns it with its agentd token (shown once, stored hashed).
+    /// Registers a sandbox and returns it with its agentd token (shown
+    /// once, stored hashed): by hand (`provider` `None`, state
+    /// `disconnected`) or for a provider to run (state `provisioning`).
     pub async fn create_sandbox(
         &self,
         tenant_id: &str,
@@ -325,42 +355,8 @@ impl Store {
         provider: Option<&str>,
     ) -> Result<(SandboxRow, String)> {
         let _timed = QueryTimer::start("create_sandbox");
-        let token = new_token(TokenKind::Sandbox);
-        let id = SandboxId(new_id("sbx"));
-        let created_at = now_rfc3339();
-        let labels_json =
-            serde_json::to_string(labels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut tx = self.begin(tenant_id).await?;
-        let result = sqlx::query(
-            "INSERT INTO sandboxes (id, tenant_id, name, labels, token_hash, provider, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(id.as_str())
-        .bind(tenant_id)
-        .bind(name)
-        .bind(&labels_json)
-        .bind(hash_token(&token))
-        .bind(provider)
-        .bind(&created_at)
-        .execute(&mut *tx)
-        .await;
-        match result {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(StoreError::DuplicateName(name.to_owned()))
-            }
-            other => other?,
-        };
-        tx.commit().await?;
-        let row = SandboxRow {
-            id,
-            tenant_id: tenant_id.to_owned(),
-            name: name.to_owned(),
-            labels: labels.clone(),
-            created_at,
-            last_seen_at: None,
-            agent_version: None,
-        };
-        Ok((row, token))
+        self.insert_sandbox(tenant_id, name, labels, provider, None)
+            .await
     }
 
     /// Replaces a sandbox's agentd token; the old one stops working at once.
@@ -382,7 +378,7 @@ impl Store {
         let _timed = QueryTimer::start("list_sandboxes");
         let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(&format!(
-            "{SANDBOX_COLUMNS} WHERE tenant_id = $1 ORDER BY created_at, name"
+            "{SANDBOX_COLUMNS} WHERE tenant_id = $1 AND state <> 'destroyed' ORDER BY created_at, name"
         ))
         .bind(tenant_id)
         .fetch_all(&mut *tx)
@@ -605,14 +601,15 @@ impl Store {
     }
 }
 
-const SANDBOX_COLUMNS: &str =
-    "SELECT id, tenant_id, name, labels, created_at, last_seen_at, agent_version FROM sandboxes";
+const SANDBOX_COLUMNS: &str = "SELECT id, tenant_id, name, labels, created_at, last_seen_at,
+     agent_version, state, state_reason, provider, resource_id, size FROM sandboxes";
 
 const SESSION_COLUMNS: &str = "SELECT id, tenant_id, sandbox_id, command, args, cols, rows, state,
      created_at, ended_at, exit_code, exit_signal, stored_offset AS end_offset FROM sessions";
 
 fn sandbox_from_row(row: &AnyRow) -> Result<SandboxRow> {
     let labels: String = row.try_get("labels")?;
+    let state: String = row.try_get("state")?;
     Ok(SandboxRow {
         id: SandboxId(row.try_get("id")?),
         tenant_id: row.try_get("tenant_id")?,
@@ -621,6 +618,12 @@ fn sandbox_from_row(row: &AnyRow) -> Result<SandboxRow> {
         created_at: row.try_get("created_at")?,
         last_seen_at: row.try_get("last_seen_at")?,
         agent_version: row.try_get("agent_version")?,
+        state: SandboxStatus::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("sandbox state {state}")))?,
+        state_reason: row.try_get("state_reason")?,
+        provider: row.try_get("provider")?,
+        resource_id: row.try_get("resource_id")?,
+        size: row.try_get("size")?,
     })
 }
 

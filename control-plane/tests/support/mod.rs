@@ -24,24 +24,36 @@ pub async fn start(
 }
 
 /// [`start`] with the config changed by `configure` first.
+#[allow(dead_code)]
 pub async fn start_with(
     data_dir: &Path,
     database_url: Option<&str>,
     shutdown: &CancellationToken,
     configure: impl FnOnce(&mut Config),
 ) -> String {
-    let mut config = Config {
+    let mut config = test_config(data_dir);
+    config.database_url = database_url.map(str::to_owned);
+    configure(&mut config);
+    start_config(config, shutdown).await
+}
+
+/// The settings [`start`] uses, to change before [`start_config`].
+#[allow(dead_code)]
+pub fn test_config(data_dir: &Path) -> Config {
+    Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.to_owned(),
-        database_url: database_url.map(str::to_owned),
         heartbeat_ms: 1000,
         // These tests call the API hard; the rate limit has its own test.
         api_rate_per_sec: 100_000,
         api_burst: 100_000,
         bootstrap_token: Some(OWNER.to_owned()),
         ..Config::default()
-    };
-    configure(&mut config);
+    }
+}
+
+/// Starts a control plane with `config` on 127.0.0.1:0; returns its URL.
+pub async fn start_config(config: Config, shutdown: &CancellationToken) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let app = App::open(config, shutdown.clone()).await.unwrap();
