@@ -98,7 +98,10 @@ fn fly_toml_env_and_named_secrets_are_keys_the_config_reads() {
     // these settings, and hands agentd a URL through Fly's proxy.
     assert_eq!(config.providers.enabled, ["fly"]);
     assert_eq!(config.providers.default, "fly");
-    assert_eq!(format!("{:?}", config.providers.fly), format!("{fly_config:?}"));
+    assert_eq!(
+        format!("{:?}", config.providers.fly),
+        format!("{fly_config:?}")
+    );
     assert_eq!(config.providers.fly.api_token, fly_config.api_token);
     let agent_url = config.providers.agent_url.as_deref().unwrap();
     let app = fly["app"].as_str().unwrap();
