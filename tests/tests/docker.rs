@@ -32,8 +32,44 @@ use serde_json::{json, Value};
 const CONNECT_LIMIT: Duration = Duration::from_secs(60);
 /// The port a container listens on for the isolation check.
 const PROBE_PORT: u16 = 8080;
-/// Names of containers and networks start with it (`PADDOCK_DOCKER_NAME_PREFIX`).
+/// Names of containers, volumes and networks start with it
+/// (`PADDOCK_DOCKER_NAME_PREFIX`, made unique per run).
 const PREFIX: &str = "paddock-test";
+
+/// Removes, when dropped, every container, volume and network whose name
+/// starts with a run's prefix: what the control plane made before the test
+/// learnt its owner id (and could hand it to [`OwnerCleanup`]).
+struct PrefixCleanup(String);
+
+impl Drop for PrefixCleanup {
+    fn drop(&mut self) {
+        let filter = format!("name={}-", self.0);
+        for (list, remove) in [
+            (
+                vec!["ps", "-aq", "--filter", &filter],
+                vec!["rm", "-f", "-v"],
+            ),
+            (
+                vec!["volume", "ls", "-q", "--filter", &filter],
+                vec!["volume", "rm", "-f"],
+            ),
+            (
+                vec!["network", "ls", "-q", "--filter", &filter],
+                vec!["network", "rm"],
+            ),
+        ] {
+            let found = docker_cli(&list).unwrap_or_default();
+            if found.trim().is_empty() {
+                continue;
+            }
+            let mut args = remove;
+            args.extend(found.split_whitespace());
+            if let Err(err) = docker_cli(&args) {
+                eprintln!("cleanup of {}-*: {err:#}", self.0);
+            }
+        }
+    }
+}
 
 /// One sandbox created through the CLI, in a tenant (`None`: the owner's own).
 struct Created {
@@ -310,11 +346,13 @@ async fn sandboxes_run_as_containers_isolated_per_tenant_and_leave_nothing_behin
     // and another deployment's container.
     let test_owner = format!("test-{}", &random_token()[..12]);
     let _cleanup = OwnerCleanup::new(&[&test_owner]);
+    let prefix = format!("{PREFIX}-{}", &random_token()[..8]);
+    let _by_name = PrefixCleanup(prefix.clone());
     within_for(Duration::from_secs(240), async {
         let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
         let config = DockerConfig {
             image: image.clone(),
-            name_prefix: PREFIX.to_owned(),
+            name_prefix: prefix.clone(),
             stop_grace_secs: 5,
             ..DockerConfig::default()
         };
@@ -332,7 +370,7 @@ async fn sandboxes_run_as_containers_isolated_per_tenant_and_leave_nothing_behin
                 ("PADDOCK_ALLOW_PLAIN_HTTP", "true"),
                 ("PADDOCK_PROVIDERS", "local,docker"),
                 ("PADDOCK_DOCKER_IMAGE", &image),
-                ("PADDOCK_DOCKER_NAME_PREFIX", PREFIX),
+                ("PADDOCK_DOCKER_NAME_PREFIX", &prefix),
                 ("PADDOCK_DOCKER_AGENT_URL", &agent_url),
                 ("PADDOCK_DOCKER_STOP_GRACE_SECS", "5"),
             ],
@@ -365,7 +403,7 @@ async fn sandboxes_run_as_containers_isolated_per_tenant_and_leave_nothing_behin
         for sandbox in all {
             let inspect = docker.inspect_container(&sandbox.container, None).await?;
             let name = inspect.name.clone().unwrap_or_default();
-            ensure!(name.starts_with(&format!("/{PREFIX}-")), "{name}");
+            ensure!(name.starts_with(&format!("/{prefix}-")), "{name}");
             let host = inspect.host_config.context("no host config")?;
             ensure!(host.readonly_rootfs == Some(true), "{host:?}");
             ensure!(host.nano_cpus == Some(500_000_000), "{host:?}");
