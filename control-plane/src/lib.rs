@@ -151,7 +151,8 @@ impl App {
             *agent_url.write().unwrap_or_else(|e| e.into_inner()) =
                 Some(config.base_url(config.listen));
         }
-        let registry = providers::registry::build(&config, &owner, agent_url.clone(), &shutdown)?;
+        let registry =
+            providers::registry::build(&config, &owner, agent_url.clone(), &shutdown).await?;
         let state = AppState {
             store,
             auth: Authenticator::new(system.clone()),

@@ -94,6 +94,18 @@ fn fly_toml_env_and_named_secrets_are_keys_the_config_reads() {
     let fly_config = FlyConfig::from_env(env.clone()).unwrap();
     assert_eq!(fly_config.app, "paddock-sandboxes");
     assert!(fly_config.image.is_some());
+    // The control plane runs its sandboxes as Fly Machines with exactly
+    // these settings, and hands agentd a URL through Fly's proxy.
+    assert_eq!(config.providers.enabled, ["fly"]);
+    assert_eq!(config.providers.default, "fly");
+    assert_eq!(
+        format!("{:?}", config.providers.fly),
+        format!("{fly_config:?}")
+    );
+    assert_eq!(config.providers.fly.api_token, fly_config.api_token);
+    let agent_url = config.providers.agent_url.as_deref().unwrap();
+    let app = fly["app"].as_str().unwrap();
+    assert_eq!(agent_url, format!("wss://{app}.fly.dev"));
 
     // Every PADDOCK_FLY_* key in fly.toml is read by FlyConfig: another
     // value changes the config or is refused by name.

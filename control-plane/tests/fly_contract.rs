@@ -10,11 +10,17 @@
 //! description fails the test. It also plays Fly's behaviour: throttling
 //! with 429 and `Retry-After`, machines that Fly stops by itself, machines
 //! of other deployments in the same app, and destroyed machines.
+//!
+//! The last test runs a whole control plane configured with
+//! `PADDOCK_PROVIDERS=fly` and the `PADDOCK_FLY_*` keys against the same
+//! fake: sandboxes created, stopped, started and destroyed through its API
+//! become the right Machines API calls.
 
 #[path = "fly_contract/fake.rs"]
 mod fake;
 #[path = "fly_contract/spec.rs"]
 mod spec;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -563,4 +569,139 @@ fn the_fake_answers_fit_the_documented_shapes() {
             "machine.state: expected a string, got 3",
         ]
     );
+}
+
+/// `PADDOCK_PROVIDERS=fly` on a control plane: the registry builds the fly
+/// provider from the `PADDOCK_FLY_*` keys with the deployment's owner id,
+/// and the sandbox API drives it.
+#[tokio::test]
+async fn a_control_plane_configured_for_fly_runs_sandboxes_as_machines() {
+    use control_plane::config::{Config, Overrides};
+    use reqwest::Method;
+
+    let fake = FakeFly::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("PADDOCK_DATA_DIR", dir.path().to_str().unwrap()),
+        ("PADDOCK_BOOTSTRAP_TOKEN", support::OWNER),
+        ("PADDOCK_PROVIDERS", "local,fly"),
+        ("PADDOCK_PROVIDER_DEFAULT", "fly"),
+        ("PADDOCK_AGENT_URL", "wss://paddock.example.com"),
+        ("PADDOCK_FLY_API_URL", fake.url.as_str()),
+        ("PADDOCK_FLY_APP", APP),
+        ("PADDOCK_FLY_API_TOKEN", TOKEN),
+        ("PADDOCK_FLY_IMAGE", IMAGE),
+        ("PADDOCK_FLY_REGION", "ams"),
+        ("PADDOCK_FLY_WAIT_SECS", "10"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    // Without the app the config is refused, naming the key.
+    let without_app = env.iter().filter(|(k, _)| k != "PADDOCK_FLY_APP").cloned();
+    let err = Config::load(None, without_app, Overrides::default()).unwrap_err();
+    assert!(err.to_string().starts_with("PADDOCK_FLY_APP"), "{err}");
+
+    let config = Config::load(None, env, Overrides::default()).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let url = support::start_config(config.clone(), &shutdown).await;
+    let http = reqwest::Client::new();
+
+    // The tenant's provider is fly: no --provider needed.
+    let (status, made) = support::call(
+        &http,
+        &url,
+        Method::POST,
+        "/v1/sandboxes",
+        Some(
+            json!({"name": "on-fly", "provider": "default", "size": "small",
+                    "labels": {"team": "infra"}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let sandbox = &made["sandbox"];
+    assert_eq!(sandbox["provider"], "fly", "{made}");
+    assert_eq!(sandbox["status"], "starting", "{made}");
+    let id = sandbox["id"].as_str().unwrap().to_owned();
+
+    let creates = fake.seen_of("Machines_create");
+    assert_eq!(creates.len(), 1);
+    let body = creates[0].body.clone().unwrap();
+    assert_eq!(body["region"], "ams");
+    let machine = &body["config"];
+    assert_eq!(machine["image"], IMAGE);
+    // small: 500 thousandths of a core and 512 MiB.
+    assert_eq!(
+        machine["guest"],
+        json!({"cpu_kind": "shared", "cpus": 1, "memory_mb": 512})
+    );
+    let metadata = &machine["metadata"];
+    assert_eq!(metadata["paddock.sandbox"], id.as_str());
+    assert_eq!(metadata["paddock.tenant"], "default");
+    assert_eq!(metadata["team"], "infra");
+    let owner = metadata["paddock.owner"].as_str().unwrap();
+    assert!(owner.starts_with("own_"), "{metadata}");
+    assert_eq!(
+        machine["env"]["PADDOCK_AGENTD_CONTROL_PLANE"],
+        "wss://paddock.example.com"
+    );
+    let token = machine["env"]["PADDOCK_AGENTD_TOKEN"].as_str().unwrap();
+    assert!(token.len() >= 16, "{token}");
+    assert!(
+        !made.to_string().contains(token),
+        "the API showed agentd's token"
+    );
+
+    // Stop, start and destroy go through the Machines API.
+    let (status, stopped) = support::call(
+        &http,
+        &url,
+        Method::POST,
+        &format!("/v1/sandboxes/{id}/stop"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(stopped["status"], "stopped");
+    assert_eq!(fake.seen_of("Machines_stop").len(), 1);
+    let (status, started) = support::call(
+        &http,
+        &url,
+        Method::POST,
+        &format!("/v1/sandboxes/{id}/start"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(started["status"], "starting");
+    assert_eq!(fake.seen_of("Machines_start").len(), 1);
+    let (status, gone) = support::call(
+        &http,
+        &url,
+        Method::DELETE,
+        &format!("/v1/sandboxes/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{gone}");
+    assert_eq!(gone["status"], "destroyed");
+    let deletes = fake.seen_of("Machines_delete");
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(deletes[0].query, vec![("force".into(), "true".into())]);
+    // A provider that is not enabled is refused, naming those that are.
+    let (status, refused) = support::call(
+        &http,
+        &url,
+        Method::POST,
+        "/v1/sandboxes",
+        Some(json!({"name": "elsewhere", "provider": "docker"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("local, fly") || message.contains("fly, local"),
+        "{message}"
+    );
+    shutdown.cancel();
+    fake.assert_clean();
 }

@@ -60,8 +60,11 @@ const CAPABILITIES: &[&str] = &[
     "KILL",
 ];
 
-/// How the docker provider runs sandboxes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How the docker provider runs sandboxes: the `[providers.docker]` table
+/// of the config file, or `PADDOCK_DOCKER_*` variables
+/// ([`crate::providers::settings::ProviderSettings::apply_env`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DockerConfig {
     /// The sandbox image, built from images/sandbox/Dockerfile; a spec's
     /// own image wins.
@@ -71,7 +74,8 @@ pub struct DockerConfig {
     pub name_prefix: String,
     /// The control plane's URL as agentd in a container reaches it (e.g.
     /// `ws://172.18.0.1:7700` on a bridge's gateway), when it differs from
-    /// the spec's; `None` keeps the spec's.
+    /// the spec's; `None` keeps the spec's. `agent_url` in the config file.
+    #[serde(rename = "agent_url")]
     pub control_plane_url: Option<String>,
     /// Where the workspace volume is mounted (the image's workdir).
     pub workspace: String,

@@ -56,9 +56,10 @@ impl Registry {
     }
 }
 
-/// The registry for `config`: each enabled provider, labelled with `owner`.
-/// `docker` and `fly` are constructed here once they are built in.
-pub fn build(
+/// The registry for `config`: each enabled provider, labelling what it
+/// creates with `owner`. The docker provider connects to its engine here,
+/// so a control plane configured with it does not start without one.
+pub async fn build(
     config: &crate::Config,
     owner: &str,
     agent_url: super::local::AgentUrl,
@@ -78,8 +79,29 @@ pub fn build(
                 );
                 registry.insert(Arc::new(super::local::Local(Arc::new(local))));
             }
+            "docker" => {
+                let docker =
+                    super::docker::DockerProvider::connect(config.providers.docker.clone(), owner)
+                        .await
+                        .map_err(|err| {
+                            anyhow::anyhow!(
+                                "providers.enabled: docker: {err}; start the Docker engine (or point \
+                                 DOCKER_HOST at one), or remove docker from PADDOCK_PROVIDERS"
+                            )
+                        })?;
+                registry.insert(Arc::new(docker));
+            }
+            "fly" => {
+                let fly = super::fly::FlyProvider::new(config.providers.fly.clone(), owner)
+                    .map_err(|err| {
+                        anyhow::anyhow!(
+                            "providers.enabled: fly: {err}; check the PADDOCK_FLY_* settings"
+                        )
+                    })?;
+                registry.insert(Arc::new(fly));
+            }
             other => anyhow::bail!(
-                "providers.enabled: `{other}` is not built into this control plane yet; remove it from PADDOCK_PROVIDERS"
+                "providers.enabled: unknown provider `{other}`; use local, docker or fly in PADDOCK_PROVIDERS"
             ),
         }
     }

@@ -1,6 +1,7 @@
 //! The providers' part of the control plane's config: which providers are
-//! enabled and which one a tenant gets, the named sizes, the pools and the
-//! idle policy: the `[providers]` table of the config file
+//! enabled and which one a tenant gets, the named sizes, the pools, the
+//! idle policy and each engine's own settings (`[providers.docker]`,
+//! `[providers.fly]`): the `[providers]` table of the config file
 //! ([`crate::Config::providers`]).
 
 use std::collections::BTreeMap;
@@ -8,6 +9,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::docker::DockerConfig;
+use super::fly::FlyConfig;
 use super::Resources;
 use crate::config::ConfigError;
 
@@ -88,6 +91,12 @@ pub struct ProviderSettings {
     pub agentd_bin: Option<PathBuf>,
     /// A CA (PEM file) local agentd children trust besides the platform roots.
     pub agent_ca_file: Option<PathBuf>,
+    /// The docker provider's settings (`[providers.docker]`,
+    /// `PADDOCK_DOCKER_*`); checked when `docker` is enabled.
+    pub docker: DockerConfig,
+    /// The fly provider's settings (`[providers.fly]`, `PADDOCK_FLY_*`);
+    /// checked when `fly` is enabled.
+    pub fly: FlyConfig,
 }
 
 impl Default for ProviderSettings {
@@ -112,6 +121,8 @@ impl Default for ProviderSettings {
             agent_url: None,
             agentd_bin: None,
             agent_ca_file: None,
+            docker: DockerConfig::default(),
+            fly: FlyConfig::default(),
         }
     }
 }
@@ -157,6 +168,21 @@ impl ProviderSettings {
             "PADDOCK_AGENTD_BIN" if !value.is_empty() => {
                 self.agentd_bin = Some(PathBuf::from(value))
             }
+            "PADDOCK_DOCKER_IMAGE" => self.docker.image = value.trim().to_owned(),
+            "PADDOCK_DOCKER_NAME_PREFIX" => self.docker.name_prefix = value.trim().to_owned(),
+            "PADDOCK_DOCKER_AGENT_URL" => {
+                self.docker.control_plane_url =
+                    Some(value.trim().to_owned()).filter(|v| !v.is_empty())
+            }
+            "PADDOCK_DOCKER_WORKSPACE" => self.docker.workspace = value.trim().to_owned(),
+            "PADDOCK_DOCKER_STOP_GRACE_SECS" => {
+                self.docker.stop_grace_secs = value.trim().parse().map_err(|e| {
+                    invalid("PADDOCK_DOCKER_STOP_GRACE_SECS", format!("`{value}`: {e}"))
+                })?
+            }
+            fly if fly.starts_with("PADDOCK_FLY_") => {
+                self.fly.apply_env([(key.to_owned(), value.to_owned())])?
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -190,6 +216,12 @@ impl ProviderSettings {
                     format!("tenant `{tenant}` is given `{provider}`, which is not enabled"),
                 ));
             }
+        }
+        if enabled("docker") {
+            validate_docker(&self.docker)?;
+        }
+        if enabled("fly") {
+            self.fly.validate()?;
         }
         if !self.sizes.contains_key(&self.default_size) {
             return Err(invalid(
@@ -259,6 +291,60 @@ impl ProviderSettings {
     }
 }
 
+/// The docker provider's settings, named by their config-file keys (the
+/// message names the variable too).
+fn validate_docker(docker: &DockerConfig) -> Result<(), ConfigError> {
+    if docker.image.trim().is_empty() {
+        return Err(invalid(
+            "providers.docker.image",
+            "no sandbox image: set PADDOCK_DOCKER_IMAGE (built from images/sandbox/Dockerfile)"
+                .to_owned(),
+        ));
+    }
+    let prefix = &docker.name_prefix;
+    let name_char = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
+    if !prefix.starts_with(|c: char| c.is_ascii_alphanumeric()) || !prefix.chars().all(name_char) {
+        return Err(invalid(
+            "providers.docker.name_prefix",
+            format!(
+                "`{prefix}` is not a Docker name: use letters, digits, '_', '.' and '-', \
+                 starting with a letter or digit (PADDOCK_DOCKER_NAME_PREFIX)"
+            ),
+        ));
+    }
+    if let Some(url) = &docker.control_plane_url {
+        let schemes = ["ws://", "wss://", "http://", "https://"];
+        if !schemes.iter().any(|s| url.starts_with(s)) {
+            return Err(invalid(
+                "providers.docker.agent_url",
+                format!(
+                    "`{url}` is not a URL agentd can dial: use ws://, wss://, http:// or https:// \
+                     (PADDOCK_DOCKER_AGENT_URL)"
+                ),
+            ));
+        }
+    }
+    if !docker.workspace.starts_with('/') {
+        return Err(invalid(
+            "providers.docker.workspace",
+            format!(
+                "`{}` is not an absolute path in the container (PADDOCK_DOCKER_WORKSPACE)",
+                docker.workspace
+            ),
+        ));
+    }
+    if docker.stop_grace_secs > 300 {
+        return Err(invalid(
+            "providers.docker.stop_grace_secs",
+            format!(
+                "{} s is too long: use at most 300 (PADDOCK_DOCKER_STOP_GRACE_SECS)",
+                docker.stop_grace_secs
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,5 +371,67 @@ mod tests {
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("small"), "{err}");
         assert!(!s.apply_env("PADDOCK_LISTEN", "x").unwrap());
+    }
+
+    #[test]
+    fn docker_and_fly_settings_are_read_and_checked_when_enabled() {
+        let mut s = ProviderSettings::default();
+        for (key, value) in [
+            ("PADDOCK_PROVIDERS", "local,docker,fly"),
+            ("PADDOCK_DOCKER_IMAGE", "paddock-sandbox:v2"),
+            ("PADDOCK_DOCKER_NAME_PREFIX", "pdk"),
+            ("PADDOCK_DOCKER_AGENT_URL", "ws://172.18.0.1:7700"),
+            ("PADDOCK_DOCKER_STOP_GRACE_SECS", "3"),
+            ("PADDOCK_FLY_APP", "sandboxes"),
+            ("PADDOCK_FLY_API_TOKEN", "FlyV1 t"),
+            ("PADDOCK_FLY_REGION", "ams"),
+        ] {
+            assert!(s.apply_env(key, value).unwrap(), "{key}");
+        }
+        s.validate().unwrap();
+        assert_eq!(s.docker.image, "paddock-sandbox:v2");
+        assert_eq!(s.docker.name_prefix, "pdk");
+        assert_eq!(
+            s.docker.control_plane_url.as_deref(),
+            Some("ws://172.18.0.1:7700")
+        );
+        assert_eq!(s.docker.stop_grace_secs, 3);
+        assert_eq!(
+            (s.fly.app.as_str(), s.fly.region.as_deref()),
+            ("sandboxes", Some("ams"))
+        );
+
+        let err = s
+            .apply_env("PADDOCK_DOCKER_STOP_GRACE_SECS", "soon")
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("PADDOCK_DOCKER_STOP_GRACE_SECS"),
+            "{err}"
+        );
+        for (key, value, named) in [
+            (
+                "PADDOCK_DOCKER_AGENT_URL",
+                "172.18.0.1:7700",
+                "providers.docker.agent_url",
+            ),
+            (
+                "PADDOCK_DOCKER_NAME_PREFIX",
+                "-x",
+                "providers.docker.name_prefix",
+            ),
+            ("PADDOCK_DOCKER_IMAGE", " ", "providers.docker.image"),
+            ("PADDOCK_FLY_APP", "", "PADDOCK_FLY_APP"),
+        ] {
+            let mut bad = s.clone();
+            bad.apply_env(key, value).unwrap();
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.starts_with(named), "{key}={value}: {err}");
+        }
+        // Settings of a provider that is not enabled are not checked.
+        let mut local_only = s.clone();
+        local_only.apply_env("PADDOCK_PROVIDERS", "local").unwrap();
+        local_only.apply_env("PADDOCK_FLY_APP", "").unwrap();
+        local_only.validate().unwrap();
     }
 }
