@@ -7,7 +7,7 @@
 //! token kept out of sessions (which run as another uid than agentd);
 //! per-tenant network isolation; `paddock sandboxes stop/start` keeping the
 //! workspace; a container killed from outside reported disconnected, then
-//! stopped by the status sync, with its task retried elsewhere; `paddock
+//! marked failed (lost) by the status sync, with its task retried elsewhere; `paddock
 //! sandboxes destroy`; reconciling at start-up (a container of this
 //! deployment unknown to the database destroyed, another deployment's left
 //! alone); and nothing left behind.
@@ -507,7 +507,8 @@ async fn sandboxes_run_as_containers_isolated_per_tenant_and_leave_nothing_behin
         ensure!(out.contains("kept"), "the workspace was lost across stop/start: {out}");
 
         // A container killed from outside mid-task: reported disconnected,
-        // then stopped by the status sync (the engine's word), and the task
+        // then marked failed by the status sync (the engine reports exit
+        // code 137, not a stop anyone asked for), and the task
         // retried on the other sandbox of the tenant.
         post(&cp, "/v1/agents", json!({ "name": "docker-agent" })).await?;
         let task = post(
@@ -545,7 +546,12 @@ async fn sandboxes_run_as_containers_isolated_per_tenant_and_leave_nothing_behin
         })
         .await?;
         ensure!(done["sandbox_id"] != lost_on.as_str(), "retried on the lost sandbox: {done}");
-        wait_status(&cp, victim, SandboxStatus::Stopped).await?;
+        wait_status(&cp, victim, SandboxStatus::Failed).await?;
+        let lost = victim.info(&cp).await?;
+        ensure!(
+            lost.reason.as_deref().is_some_and(|r| r.contains("killed")),
+            "a killed container's sandbox should say why it failed: {lost:?}"
+        );
 
         // The provider lists this deployment's containers only.
         let ours: BTreeSet<String> = a2_side

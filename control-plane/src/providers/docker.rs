@@ -508,6 +508,17 @@ impl Provider for DockerProvider {
             _ if state.oom_killed == Some(true) => {
                 ObservedState::Failed("killed for running out of memory".to_owned())
             }
+            // agentd exits 0 when it is asked to stop (tini forwards the
+            // SIGTERM of `docker stop`); any other end is a loss — killed
+            // from outside (137) or crashed. The lifecycle sync only takes
+            // this in for sandboxes nobody asked to stop.
+            Some(ContainerStateStatusEnum::EXITED) if state.exit_code.is_some_and(|c| c != 0) => {
+                let code = state.exit_code.unwrap_or_default();
+                ObservedState::Failed(match code {
+                    137 => "the container was killed (exit code 137)".to_owned(),
+                    code => format!("the container exited with code {code}"),
+                })
+            }
             _ => ObservedState::Stopped,
         })
     }
