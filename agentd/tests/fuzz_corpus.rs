@@ -79,3 +79,13 @@ fn control_to_client_inputs_pass_the_checks() {
 fn lsp_framing_inputs_pass_the_checks() {
     replay("lsp_framing", agentd::fuzz_checks::lsp_framing);
 }
+
+#[test]
+fn tool_body_inputs_pass_the_checks() {
+    replay("tool_body", fuzz_checks::tool_body);
+}
+
+#[test]
+fn http_body_inputs_pass_the_checks() {
+    replay("http_body", fuzz_checks::http_body);
+}

@@ -7,10 +7,19 @@
 
 use std::fmt::Debug;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::admin::{CreateTenant, CreateToken, CreateUser, UpdateTenant};
+use crate::api::{
+    tool_call_from_body, OpenSessionRequest, RegisterSandbox, ResizeRequest, SignalRequest,
+};
 use crate::error::DecodeError;
 use crate::frame::{DataFrame, FRAME_HEADER_LEN};
+use crate::ids::RequestId;
 use crate::limits::{MAX_CONTROL_FRAME, MAX_DATA_PAYLOAD};
 use crate::messages::{AgentToControl, ClientToControl, ControlToAgent, ControlToClient};
+use crate::tasks::{CreateAgent, SubmitTask, TaskDecision};
 
 /// A binary frame as the WebSocket delivers it: a decoded frame re-encodes
 /// to exactly the bytes it came from and respects the payload limit, and a
@@ -131,4 +140,76 @@ fn control_message<M: Codec>(bytes: &[u8]) {
             }
         }
     }
+}
+
+/// Splits `name\nbody`: the HTTP inputs carry what the path says (a tool,
+/// a body type) on the first line, the request body after it.
+fn name_and_body(bytes: &[u8]) -> (String, &[u8]) {
+    match bytes.iter().position(|&b| b == b'\n') {
+        Some(i) => (
+            String::from_utf8_lossy(&bytes[..i]).into_owned(),
+            &bytes[i + 1..],
+        ),
+        None => (String::new(), bytes),
+    }
+}
+
+/// `POST /v1/sandboxes/{id}/tools/{tool}` as `tool\nbody`: a call the API
+/// accepts is the path's tool, and agentd accepts the frame it travels in
+/// whatever its request id (one agentd refused would cost the whole link).
+pub fn tool_body(bytes: &[u8]) {
+    let (tool, body) = name_and_body(bytes);
+    // axum's `Json` extractor refuses a body that is not JSON before us.
+    let Ok(body) = serde_json::from_slice(body) else {
+        return;
+    };
+    match tool_call_from_body(&tool, body) {
+        Ok((call, timeout_ms)) => {
+            assert_eq!(call.name(), tool, "the path names the tool");
+            for request_id in [RequestId(0), RequestId(u64::MAX)] {
+                let sent = ControlToAgent::ToolCall {
+                    request_id,
+                    timeout_ms,
+                    call: call.clone(),
+                };
+                let decoded = ControlToAgent::decode(&sent.encode());
+                assert_eq!(decoded.ok(), Some(sent), "agentd refuses an accepted call");
+            }
+        }
+        Err(err) => {
+            let _ = err.to_string();
+        }
+    }
+}
+
+/// A typed HTTP request body as `type\nbody` (type: the body's snake_case
+/// name, e.g. `submit_task`): what the API accepts re-encodes and reads back
+/// unchanged — tasks are stored as their JSON and read again, clients
+/// resend what they got.
+pub fn http_body(bytes: &[u8]) {
+    let (name, body) = name_and_body(bytes);
+    match name.as_str() {
+        "register_sandbox" => json_round_trip::<RegisterSandbox>(body),
+        "open_session" => json_round_trip::<OpenSessionRequest>(body),
+        "signal" => json_round_trip::<SignalRequest>(body),
+        "resize" => json_round_trip::<ResizeRequest>(body),
+        "create_agent" => json_round_trip::<CreateAgent>(body),
+        "submit_task" => json_round_trip::<SubmitTask>(body),
+        "task_decision" => json_round_trip::<TaskDecision>(body),
+        "create_tenant" => json_round_trip::<CreateTenant>(body),
+        "update_tenant" => json_round_trip::<UpdateTenant>(body),
+        "create_user" => json_round_trip::<CreateUser>(body),
+        "create_token" => json_round_trip::<CreateToken>(body),
+        _ => {}
+    }
+}
+
+fn json_round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(body: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<T>(body) else {
+        return;
+    };
+    let encoded = serde_json::to_string(&value).expect("API bodies always serialize");
+    let again: T = serde_json::from_str(&encoded)
+        .unwrap_or_else(|err| panic!("{encoded} no longer reads: {err}"));
+    assert_eq!(again, value, "encode → decode changed the body");
 }

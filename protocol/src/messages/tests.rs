@@ -668,3 +668,58 @@ fn default_timeouts_follow_the_tool() {
     assert_eq!(exec.default_timeout_ms(), 1000 + EXEC_TIMEOUT_SLACK_MS);
     assert_eq!(exec.name(), "exec");
 }
+
+/// An open_session whose frame is exactly the limit long with ids 0.
+fn open_session_at_the_limit() -> ControlToAgent {
+    let open = |args: Vec<String>| ControlToAgent::OpenSession {
+        request_id: RequestId(0),
+        session_id: SessionId(0),
+        command: None,
+        args,
+        cwd: None,
+        env: BTreeMap::new(),
+        size: TermSize { cols: 80, rows: 24 },
+    };
+    // Each argument adds its length, two quotes and (after the first) a comma.
+    let mut len = open(Vec::new()).encode().len();
+    let mut args = Vec::new();
+    while len < MAX_CONTROL_FRAME {
+        let cost = if args.is_empty() { 2 } else { 3 };
+        let n = (MAX_CONTROL_FRAME - len - cost).min(MAX_STRING_LEN);
+        args.push("a".repeat(n));
+        len += n + cost;
+    }
+    let msg = open(args);
+    assert_eq!(msg.encode().len(), MAX_CONTROL_FRAME);
+    msg
+}
+
+#[test]
+fn preflight_allows_for_the_widest_ids() {
+    let msg = open_session_at_the_limit();
+    assert!(ControlToAgent::decode(&msg.encode()).is_ok());
+    // The same request sent with a two-digit id no longer fits a frame...
+    let ControlToAgent::OpenSession { args, .. } = msg.clone() else {
+        unreachable!()
+    };
+    let sent = ControlToAgent::OpenSession {
+        request_id: RequestId(10),
+        session_id: SessionId(0),
+        command: None,
+        args,
+        cwd: None,
+        env: BTreeMap::new(),
+        size: TermSize { cols: 80, rows: 24 },
+    };
+    assert!(matches!(
+        ControlToAgent::decode(&sent.encode()),
+        Err(DecodeError::TooLarge { .. })
+    ));
+    // ...so the preflight refuses it whatever ids it was built with.
+    assert!(matches!(msg.preflight(), Err(DecodeError::TooLarge { .. })));
+    let small = ControlToAgent::CloseSession {
+        request_id: RequestId(0),
+        session_id: SessionId(0),
+    };
+    assert!(small.preflight().is_ok());
+}
