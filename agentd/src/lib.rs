@@ -18,6 +18,8 @@ mod config;
 mod connection;
 mod exec;
 mod files;
+#[doc(hidden)]
+pub mod fuzz_checks;
 mod git;
 mod identity;
 mod lsp;

@@ -10,6 +10,7 @@
 //! started again when next needed, its documents reopened the same way.
 //! Positions are LSP's: zero-based lines and UTF-16 code units.
 
+pub(crate) mod framing;
 mod server;
 mod wire;
 

@@ -332,7 +332,9 @@ pub async fn start_session(
         env: req.env.clone(),
         size,
     };
-    ControlToAgent::decode(&probe.encode()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    probe
+        .preflight()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if state.hub.link(&sandbox.id).is_none() {
         return Err(HubError::Disconnected(sandbox.id.clone()).into());
     }

@@ -98,7 +98,8 @@ pub async fn submit_task(
                 timeout_ms: None,
                 call: call.clone(),
             };
-            ControlToAgent::decode(&probe.encode())
+            probe
+                .preflight()
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
         }
     }

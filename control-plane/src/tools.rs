@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::Json;
+use paddock_protocol::api::tool_call_from_body;
 use paddock_protocol::{ControlToAgent, ErrorCode, RequestId, ToolCall, ToolOutput};
 use serde_json::{json, Value};
 
@@ -42,32 +43,14 @@ pub async fn call_tool(
     Path((sandbox, tool)): Path<(String, String)>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<ToolOutput>, ApiError> {
-    let Json(mut body) = body?;
+    let Json(body) = body?;
     let sandbox = resolve_sandbox(&state, &principal, &sandbox).await?;
     if principal.role == paddock_protocol::admin::Role::Agent {
         agent_may_use(&state, &principal, &sandbox).await?;
     }
-    let Some(fields) = body.as_object_mut() else {
-        return Err(ApiError::bad_request(
-            "the body must be a JSON object of the tool's arguments",
-        ));
-    };
-    let timeout_ms = match fields.remove("call_timeout_ms") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| {
-            ApiError::bad_request("call_timeout_ms must be a number of milliseconds")
-        })?),
-    };
-    fields.insert("tool".into(), Value::String(tool.clone()));
-    let call: ToolCall = serde_json::from_value(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid arguments for tool `{tool}`: {e}")))?;
     // The same checks agentd applies, before anything is sent.
-    let probe = ControlToAgent::ToolCall {
-        request_id: RequestId(0),
-        timeout_ms,
-        call: call.clone(),
-    };
-    ControlToAgent::decode(&probe.encode()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (call, timeout_ms) =
+        tool_call_from_body(&tool, body).map_err(|e| ApiError::bad_request(e.to_string()))?;
 
     // A push is a governed action: an agent's pushes count against its quota.
     if matches!(call, ToolCall::GitPush(_)) {

@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{SandboxId, SessionId};
-use crate::messages::{ErrorCode, StreamMode};
+use crate::error::DecodeError;
+use crate::ids::{RequestId, SandboxId, SessionId};
+use crate::messages::{ControlToAgent, ErrorCode, StreamMode};
 use crate::screen::Render;
 use crate::terminal::{ExitStatus, Signal, TermSize};
+use crate::tools::ToolCall;
 
 /// The one error shape of the HTTP API: `{"error":{"code":"...","message":"..."}}`.
 #[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +154,50 @@ pub struct OpenSessionRequest {
     pub size: Option<TermSize>,
 }
 
+/// Why a `POST /v1/sandboxes/{id}/tools/{tool}` body was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolBodyError {
+    #[error("the body must be a JSON object of the tool's arguments")]
+    NotAnObject,
+    #[error("call_timeout_ms must be a number of milliseconds")]
+    BadTimeout,
+    #[error("invalid arguments for tool `{tool}`: {source}")]
+    Arguments {
+        tool: String,
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Limit(#[from] DecodeError),
+}
+
+/// Reads a tool call from the HTTP API: `tool` from the path, the body a
+/// JSON object of the tool's arguments plus an optional `call_timeout_ms`
+/// (the path's tool wins over a `tool` field in the body). Returns the call
+/// and its timeout once they pass every check agentd applies.
+pub fn tool_call_from_body(
+    tool: &str,
+    mut body: serde_json::Value,
+) -> Result<(ToolCall, Option<u64>), ToolBodyError> {
+    let fields = body.as_object_mut().ok_or(ToolBodyError::NotAnObject)?;
+    let timeout_ms = match fields.remove("call_timeout_ms") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or(ToolBodyError::BadTimeout)?),
+    };
+    fields.insert("tool".into(), serde_json::Value::String(tool.to_owned()));
+    let call: ToolCall =
+        serde_json::from_value(body).map_err(|source| ToolBodyError::Arguments {
+            tool: tool.to_owned(),
+            source,
+        })?;
+    ControlToAgent::ToolCall {
+        request_id: RequestId(0),
+        timeout_ms,
+        call: call.clone(),
+    }
+    .preflight()?;
+    Ok((call, timeout_ms))
+}
+
 #[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
@@ -283,7 +329,36 @@ pub struct Health {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    #[test]
+    fn a_tool_body_takes_its_tool_from_the_path() {
+        let body = json!({"tool": "git_push", "repo": "app", "call_timeout_ms": 500});
+        let (call, timeout) = tool_call_from_body("git_status", body).unwrap();
+        assert_eq!(call.name(), "git_status");
+        assert_eq!(timeout, Some(500));
+    }
+
+    #[test]
+    fn bad_tool_bodies_say_what_is_wrong() {
+        let refused = |tool: &str, body| tool_call_from_body(tool, body).unwrap_err().to_string();
+        assert_eq!(
+            refused("git_status", json!([1])),
+            "the body must be a JSON object of the tool's arguments"
+        );
+        assert_eq!(
+            refused(
+                "git_status",
+                json!({"repo": "a", "call_timeout_ms": "soon"})
+            ),
+            "call_timeout_ms must be a number of milliseconds"
+        );
+        assert!(refused("launch", json!({})).starts_with("invalid arguments for tool `launch`"));
+        let long = "a".repeat(crate::MAX_STRING_LEN + 1);
+        assert!(refused("git_status", json!({ "repo": long })).contains("`repo`"));
+    }
 
     /// Pins the bytes shown in docs/PROTOCOL.md ("Sandbox lifecycle").
     #[test]

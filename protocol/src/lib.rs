@@ -13,6 +13,8 @@ pub mod admin;
 pub mod api;
 mod error;
 mod frame;
+#[doc(hidden)]
+pub mod fuzz_checks;
 mod ids;
 mod limits;
 mod messages;

@@ -23,12 +23,12 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use super::framing::{encode, read_message};
+
 /// Messages queued for the writer thread. When full, senders wait; the
 /// reader thread's answers to server requests are dropped instead (with a
 /// log) so it never blocks on the writer.
 const WRITE_QUEUE: usize = 64;
-/// Largest message accepted from a server.
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// Why a request got no result.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -56,42 +56,6 @@ pub(crate) struct Server {
     pending: Pending,
     next_id: AtomicI64,
     rx_alive: watch::Receiver<bool>,
-}
-
-fn encode(message: &Value) -> Vec<u8> {
-    let body = message.to_string();
-    let mut out = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
-    out.extend_from_slice(body.as_bytes());
-    out
-}
-
-/// Reads one framed message; `Ok(None)` at end of stream.
-fn read_message(reader: &mut impl BufRead) -> io::Result<Option<Value>> {
-    let mut length = None;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(None);
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse::<usize>().ok();
-            }
-        }
-    }
-    let length = length
-        .filter(|&n| n <= MAX_MESSAGE)
-        .ok_or_else(|| io::Error::other("missing or oversized Content-Length"))?;
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body)?;
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(io::Error::other)
 }
 
 impl Server {
@@ -357,21 +321,5 @@ impl ReadLoop {
             }
             (None, None) => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_round_trip() {
-        let message = json!({"jsonrpc": "2.0", "id": 1, "result": {"ok": "é"}});
-        let bytes = encode(&message);
-        let mut reader = io::Cursor::new(bytes);
-        assert_eq!(read_message(&mut reader).unwrap(), Some(message));
-        assert_eq!(read_message(&mut reader).unwrap(), None);
-        let mut bad = io::Cursor::new(b"Content-Type: x\r\n\r\n{}".to_vec());
-        assert!(read_message(&mut bad).is_err());
     }
 }

@@ -471,6 +471,49 @@ impl ControlToAgent {
     }
 }
 
+impl ControlToAgent {
+    /// Checks a request built from client input against every limit agentd
+    /// applies, as if it carried the widest ids (`u64::MAX`): the frame
+    /// finally sent, whatever ids it is given, is then no longer and is
+    /// accepted too — a frame agentd refuses would cost the whole link.
+    pub fn preflight(&self) -> Result<(), DecodeError> {
+        let mut widest = self.clone();
+        let max_request = RequestId(u64::MAX);
+        let max_session = SessionId(u64::MAX);
+        match &mut widest {
+            ControlToAgent::OpenSession {
+                request_id,
+                session_id,
+                ..
+            }
+            | ControlToAgent::ResizeSession {
+                request_id,
+                session_id,
+                ..
+            }
+            | ControlToAgent::SignalSession {
+                request_id,
+                session_id,
+                ..
+            }
+            | ControlToAgent::CloseSession {
+                request_id,
+                session_id,
+            } => {
+                *request_id = max_request;
+                *session_id = max_session;
+            }
+            ControlToAgent::ToolCall { request_id, .. }
+            | ControlToAgent::CancelRequest { request_id } => *request_id = max_request,
+            ControlToAgent::DropSession { session_id }
+            | ControlToAgent::Ack { session_id, .. }
+            | ControlToAgent::ExitRecorded { session_id } => *session_id = max_session,
+            ControlToAgent::Welcome { .. } => {}
+        }
+        ControlToAgent::decode(&widest.encode()).map(drop)
+    }
+}
+
 impl ClientToControl {
     fn validate(&self) -> Result<(), DecodeError> {
         match self {

@@ -739,3 +739,49 @@ fn default_timeouts_follow_the_tool() {
     assert_eq!(exec.default_timeout_ms(), 1000 + EXEC_TIMEOUT_SLACK_MS);
     assert_eq!(exec.name(), "exec");
 }
+
+fn open_session(request_id: u64, args: Vec<String>) -> ControlToAgent {
+    ControlToAgent::OpenSession {
+        request_id: RequestId(request_id),
+        session_id: SessionId(0),
+        command: None,
+        args,
+        cwd: None,
+        env: BTreeMap::new(),
+        size: TermSize { cols: 80, rows: 24 },
+    }
+}
+
+/// The arguments that make an open_session with ids 0 exactly the limit long.
+fn args_filling_a_frame() -> Vec<String> {
+    // Each argument adds its length, two quotes and (after the first) a comma.
+    let mut len = open_session(0, Vec::new()).encode().len();
+    let mut args = Vec::new();
+    while len < MAX_CONTROL_FRAME {
+        let cost = if args.is_empty() { 2 } else { 3 };
+        let n = (MAX_CONTROL_FRAME - len - cost).min(MAX_STRING_LEN);
+        args.push("a".repeat(n));
+        len += n + cost;
+    }
+    args
+}
+
+#[test]
+fn preflight_allows_for_the_widest_ids() {
+    let args = args_filling_a_frame();
+    let msg = open_session(0, args.clone());
+    assert_eq!(msg.encode().len(), MAX_CONTROL_FRAME);
+    assert!(ControlToAgent::decode(&msg.encode()).is_ok());
+    // The same request sent with a two-digit id no longer fits a frame...
+    assert!(matches!(
+        ControlToAgent::decode(&open_session(10, args).encode()),
+        Err(DecodeError::TooLarge { .. })
+    ));
+    // ...so the preflight refuses it whatever ids it was built with.
+    assert!(matches!(msg.preflight(), Err(DecodeError::TooLarge { .. })));
+    let small = ControlToAgent::CloseSession {
+        request_id: RequestId(0),
+        session_id: SessionId(0),
+    };
+    assert!(small.preflight().is_ok());
+}

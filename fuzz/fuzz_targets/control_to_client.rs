@@ -1,0 +1,8 @@
+//! JSON control messages from the control plane, as a stream client decodes them.
+//! The checks live in `paddock_protocol::fuzz_checks::control_to_client`, shared with the corpus replay test.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|bytes: &[u8]| paddock_protocol::fuzz_checks::control_to_client(bytes));
