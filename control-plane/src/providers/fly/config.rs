@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::client::RetryPolicy;
-use crate::config::ConfigError;
+use crate::config::{parse, ConfigError};
 
 /// Fly's public Machines API endpoint.
 pub const DEFAULT_API_URL: &str = "https://api.machines.dev";
@@ -97,10 +97,10 @@ impl FlyConfig {
                 "PADDOCK_FLY_IMAGE" => self.image = Some(value).filter(|v| !v.is_empty()),
                 "PADDOCK_FLY_CPU_KIND" => self.cpu_kind = value,
                 "PADDOCK_FLY_WAIT_SECS" => {
-                    self.wait_secs = number("PADDOCK_FLY_WAIT_SECS", &value)?
+                    self.wait_secs = parse("PADDOCK_FLY_WAIT_SECS", value.trim())?
                 }
                 "PADDOCK_FLY_RETRY_ATTEMPTS" => {
-                    self.retry.max_attempts = number("PADDOCK_FLY_RETRY_ATTEMPTS", &value)?
+                    self.retry.max_attempts = parse("PADDOCK_FLY_RETRY_ATTEMPTS", value.trim())?
                 }
                 _ => {}
             }
@@ -172,19 +172,6 @@ fn api_url_is_safe(url: &str) -> bool {
         _ => authority,
     };
     matches!(host, "127.0.0.1" | "localhost" | "[::1]" | "_api.internal")
-}
-
-fn number<T: std::str::FromStr>(key: &'static str, value: &str) -> Result<T, ConfigError>
-where
-    T::Err: fmt::Display,
-{
-    value
-        .trim()
-        .parse()
-        .map_err(|e: T::Err| ConfigError::Invalid {
-            key,
-            message: format!("`{value}`: {e}"),
-        })
 }
 
 #[cfg(test)]
