@@ -11,8 +11,8 @@ use paddock_protocol::SandboxId;
 use sqlx::Row;
 
 use super::{
-    new_id, now_rfc3339, sandbox_from_row, Result, SandboxRow, Store, StoreError, SystemStore,
-    SANDBOX_COLUMNS,
+    new_id, now_rfc3339, sandbox_from_row, QueryTimer, Result, SandboxRow, Store, StoreError,
+    SystemStore, SANDBOX_COLUMNS,
 };
 use crate::auth::{hash_token, new_token, TokenKind};
 
@@ -132,6 +132,7 @@ impl Store {
         provider: &str,
         size: &str,
     ) -> Result<(SandboxRow, String)> {
+        let _timed = QueryTimer::start("create_provisioned");
         self.insert_sandbox(tenant_id, name, labels, Some(provider), Some(size))
             .await
     }
@@ -143,6 +144,7 @@ impl Store {
         id: &SandboxId,
         t: Transition<'_>,
     ) -> Result<bool> {
+        let _timed = QueryTimer::start("transition");
         let (condition, values) = t.condition(6);
         let mut tx = self.begin(tenant_id).await?;
         let sql = format!(
@@ -169,6 +171,7 @@ impl Store {
         id: &SandboxId,
         resource_id: &str,
     ) -> Result<()> {
+        let _timed = QueryTimer::start("set_resource_id");
         let mut tx = self.begin(tenant_id).await?;
         sqlx::query("UPDATE sandboxes SET resource_id = $1 WHERE tenant_id = $2 AND id = $3")
             .bind(resource_id)
@@ -183,6 +186,7 @@ impl Store {
     /// Marks the sandbox `destroyed`: its token stops working and its name
     /// is freed (renamed `<name>~<id>`), the row stays for its sessions' sake.
     pub async fn destroy_sandbox(&self, tenant_id: &str, id: &SandboxId) -> Result<()> {
+        let _timed = QueryTimer::start("destroy_sandbox");
         let unusable = hash_token(&new_token(TokenKind::Sandbox));
         let mut tx = self.begin(tenant_id).await?;
         sqlx::query(
@@ -205,6 +209,7 @@ impl SystemStore {
     /// This deployment's owner id: made by the first control plane to ask,
     /// then the same for every replica on this database.
     pub async fn owner_id(&self) -> Result<String> {
+        let _timed = QueryTimer::start("owner_id");
         sqlx::query(
             "INSERT INTO deployment (key, value) VALUES ('owner', $1) ON CONFLICT DO NOTHING",
         )
@@ -219,6 +224,7 @@ impl SystemStore {
 
     /// Every sandbox, of any tenant, that `provider` runs and that is not destroyed.
     pub async fn provider_sandboxes(&self, provider: &str) -> Result<Vec<SandboxRow>> {
+        let _timed = QueryTimer::start("provider_sandboxes");
         let rows = sqlx::query(&format!(
             "{SANDBOX_COLUMNS} WHERE provider = $1 AND state <> 'destroyed' ORDER BY created_at"
         ))
@@ -229,6 +235,7 @@ impl SystemStore {
     }
 
     pub async fn sandbox_by_id(&self, id: &SandboxId) -> Result<Option<SandboxRow>> {
+        let _timed = QueryTimer::start("sandbox_by_id");
         let row = sqlx::query(&format!("{SANDBOX_COLUMNS} WHERE id = $1"))
             .bind(id.as_str())
             .fetch_optional(self.pool())

@@ -90,6 +90,7 @@ impl SystemStore {
         csrf_token: &str,
         expires_at: &str,
     ) -> Result<()> {
+        let _timed = QueryTimer::start("create_console_session");
         let now = now_rfc3339();
         sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1")
             .bind(&now)
@@ -117,6 +118,7 @@ impl SystemStore {
         &self,
         secret: &str,
     ) -> Result<Option<(Principal, ConsoleSessionRow)>> {
+        let _timed = QueryTimer::start("authenticate_console");
         let row = sqlx::query(
             "SELECT t.id, t.tenant_id, t.name, t.role, t.expires_at, t.agent_id,
                     s.csrf_token, s.expires_at AS session_expires_at
@@ -141,6 +143,7 @@ impl SystemStore {
 
     /// Ends a console session (logout).
     pub async fn delete_console_session(&self, secret: &str) -> Result<()> {
+        let _timed = QueryTimer::start("delete_console_session");
         sqlx::query("DELETE FROM console_sessions WHERE secret_hash = $1")
             .bind(hash_token(secret))
             .execute(&self.pool)
