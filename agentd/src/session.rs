@@ -116,22 +116,8 @@ pub(crate) struct SessionTask {
     queue: Retention,
     window: u64,
     link: Option<Link>,
-    /// While the program floods the terminal, output read is held until
-    /// this instant (or until a full frame's worth is waiting), so frames go
-    /// out full instead of one per PTY read; see [`FLOOD_READ`].
-    hold_until: Option<Instant>,
     shutdown: CancellationToken,
 }
-
-/// A PTY read at least this large means the terminal's buffer was full: the
-/// program is printing faster than we read. Then what was read waits up to
-/// [`FLOOD_HOLD`] for more, which cuts frames (and every per-frame cost
-/// down the line: WebSocket frames, stores, acks, watcher wake-ups) by up
-/// to 16 times. Interactive output (echo, prompts) comes in smaller reads
-/// and is sent at once.
-const FLOOD_READ: usize = 2048;
-/// How long flooded output may wait for a frame to fill.
-const FLOOD_HOLD: Duration = Duration::from_millis(2);
 
 /// Never completes when `deadline` is `None`.
 async fn sleep_until(deadline: Option<Instant>) {
@@ -190,7 +176,6 @@ impl SessionTask {
             queue,
             window: window.max(1),
             link: None,
-            hold_until: None,
             shutdown,
         };
         let handle = SessionHandle {
@@ -262,14 +247,8 @@ impl SessionTask {
                     Err(()) => self.lose_link(),
                 },
                 () = closed(idle_link.clone()), if idle_link.is_some() => self.lose_link(),
-                () = sleep_until(self.hold_until), if self.hold_until.is_some() => self.hold_until = None,
                 chunk = self.output.rx_output.recv(), if reading => match chunk {
                     Some(chunk) => {
-                        self.hold_until = match (chunk.len() >= FLOOD_READ, self.hold_until) {
-                            (true, None) => Some(Instant::now() + FLOOD_HOLD),
-                            (true, held) => held,
-                            (false, _) => None,
-                        };
                         self.retain(&chunk);
                         // A PTY hands out a few KiB per read: take what is
                         // already waiting too, so frames go out full rather
@@ -301,10 +280,6 @@ impl SessionTask {
 
     /// Whether the next frame may go out on `link` now.
     fn wants_to_send(&self, link: &Link, exited: bool) -> bool {
-        let waiting = self.queue.next().saturating_sub(link.sent);
-        if self.hold_until.is_some() && !exited && waiting < MAX_DATA_PAYLOAD as u64 {
-            return false;
-        }
         if link.sent < self.queue.next() {
             self.queue.in_flight(link.sent) < self.window
         } else {
@@ -363,7 +338,6 @@ impl SessionTask {
             };
             match outgoing {
                 Outgoing::Data { offset, bytes } => {
-                    self.hold_until = None;
                     link.sent += bytes.len() as u64;
                     let frame = DataFrame::output(self.id, offset, &bytes).encode();
                     permit.send(Outbound::data(frame));
