@@ -9,13 +9,16 @@
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use filedescriptor::{pollfd, FileDescriptor, POLLIN};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal as NixSignal};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
@@ -32,6 +35,31 @@ pub(crate) const AGENTD_ENV_PREFIX: &str = "PADDOCK_AGENTD_";
 
 /// How much one PTY read may return: exactly one data frame's payload.
 const READ_BUF: usize = MAX_DATA_PAYLOAD;
+
+/// Reads that follow each other within this long belong to one burst.
+const BURST_GAP: Duration = Duration::from_millis(2);
+
+/// A burst this long is a flood (`cat` of a big file, a build log), not
+/// interaction: from here on each chunk gathers what keeps arriving, in
+/// pauses of [`FLOOD_PAUSE`], for up to [`FLOOD_HOLD`], so a flood travels
+/// in chunks of up to [`READ_BUF`] rather than one per `write` of the
+/// program (often one line), which would cost a wake-up, a frame, a
+/// message and a store row each. Keystroke echo, prompts and screen
+/// redraws stay below it and go out at once.
+const FLOOD_BURST: usize = 32 * 1024;
+
+/// In a flood, how long output gathers between reads. The kernel buffers
+/// only about 20 KB of PTY output before the program's writes block, and
+/// hands out at most [`PTY_READ_MAX`] per read: a pause this short keeps
+/// the program writing at any speed this machine reaches while each read
+/// comes back full.
+const FLOOD_PAUSE: Duration = Duration::from_micros(200);
+
+/// How long a flood's chunk is held at most before it goes out.
+const FLOOD_HOLD: Duration = Duration::from_millis(2);
+
+/// The most a Linux PTY read returns (the line discipline's buffer).
+const PTY_READ_MAX: usize = 4096;
 
 /// Output chunks queued between the reader thread and the session task.
 /// When full the reader thread blocks, so the PTY stops being drained and
@@ -276,10 +304,7 @@ impl Pty {
             .context("could not open a pty")?;
         // Take both ends before spawning so nothing can fail after the child exists
         // but before its reaper does.
-        let reader = pair
-            .master
-            .try_clone_reader()
-            .context("could not read the pty")?;
+        let reader = reader_of(&*pair.master)?;
         let writer = pair
             .master
             .take_writer()
@@ -354,26 +379,116 @@ impl Pty {
     }
 }
 
+/// The reader thread's own descriptor of the master: a duplicate, so it
+/// stays valid (for reads and polls) however long the thread outlives the
+/// [`Pty`].
+fn reader_of(master: &(dyn MasterPty + Send)) -> anyhow::Result<FileDescriptor> {
+    /// The master's descriptor, valid while `master` is borrowed.
+    struct Master(RawFd);
+    impl AsRawFd for Master {
+        fn as_raw_fd(&self) -> RawFd {
+            self.0
+        }
+    }
+    let fd = master
+        .as_raw_fd()
+        .context("the pty master has no file descriptor")?;
+    FileDescriptor::dup(&Master(fd)).context("could not duplicate the pty master")
+}
+
+/// Whether `reader` has something to read right now.
+fn readable(reader: &FileDescriptor) -> bool {
+    let mut fds = [pollfd {
+        fd: reader.as_raw_fd(),
+        events: POLLIN,
+        revents: 0,
+    }];
+    matches!(filedescriptor::poll(&mut fds, Some(Duration::ZERO)), Ok(n) if n > 0)
+}
+
+/// Reads one chunk of output, telling interaction from a flood.
+struct ChunkReader {
+    reader: FileDescriptor,
+    buf: Vec<u8>,
+    /// Bytes read in the current burst, and when the last read returned.
+    burst: usize,
+    last_read: Option<Instant>,
+}
+
+impl ChunkReader {
+    fn new(reader: FileDescriptor) -> Self {
+        ChunkReader {
+            reader,
+            buf: vec![0u8; READ_BUF],
+            burst: 0,
+            last_read: None,
+        }
+    }
+
+    fn read(&mut self, at: usize) -> io::Result<usize> {
+        loop {
+            match self.reader.read(&mut self.buf[at..]) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// The next chunk; empty at EOF. In a flood, what keeps arriving after
+    /// the first read joins it (see [`FLOOD_BURST`]).
+    fn next_chunk(&mut self) -> io::Result<&[u8]> {
+        let mut filled = self.read(0)?;
+        let now = Instant::now();
+        if self.last_read.is_some_and(|last| now - last > BURST_GAP) {
+            self.burst = 0;
+        }
+        if filled > 0 && self.burst + filled >= FLOOD_BURST {
+            // Take what is there, let more gather, take it too; until the
+            // chunk is full, the hold is over, or a pause brought nothing.
+            let started = Instant::now();
+            loop {
+                while filled < self.buf.len() && readable(&self.reader) {
+                    match self.read(filled) {
+                        Ok(n) if n > 0 => filled += n,
+                        // EOF or EIO at the end: deliver what was read; the
+                        // next read sees it again.
+                        _ => break,
+                    }
+                }
+                if self.buf.len() - filled < PTY_READ_MAX || started.elapsed() >= FLOOD_HOLD {
+                    break;
+                }
+                thread::sleep(FLOOD_PAUSE);
+                if !readable(&self.reader) {
+                    break;
+                }
+            }
+        }
+        self.burst += filled;
+        self.last_read = Some(Instant::now());
+        Ok(&self.buf[..filled])
+    }
+}
+
 /// Reads the master until EOF (EIO on Linux once every slave fd is closed).
 fn spawn_reader(
     id: SessionId,
-    mut reader: Box<dyn Read + Send>,
+    reader: FileDescriptor,
     tx_output: mpsc::Sender<Vec<u8>>,
 ) -> io::Result<()> {
     thread::Builder::new()
         .name(format!("pty-read-{id}"))
         .spawn(move || {
-            let mut buf = vec![0u8; READ_BUF];
+            let mut reader = ChunkReader::new(reader);
             loop {
-                match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if tx_output.blocking_send(buf[..n].to_vec()).is_err() {
+                match reader.next_chunk() {
+                    Ok([]) => break,
+                    Ok(chunk) => {
+                        if tx_output.blocking_send(chunk.to_vec()).is_err() {
                             // The session is gone; nobody wants the rest.
                             break;
                         }
                     }
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                     Err(err) => {
                         debug!(session.id = %id, error = %err, "pty read ended");
                         break;
@@ -519,6 +634,50 @@ mod tests {
         let (bytes, status) = finish(out).await;
         assert_eq!(String::from_utf8_lossy(&bytes), "hello");
         assert_eq!(status, ExitStatus::code(3));
+    }
+
+    /// A flood of one-line writes comes out whole and in chunks of many
+    /// PTY reads, not one chunk per line or per read; the line printed
+    /// before the flood, and the first lines of it, come out at once.
+    #[tokio::test]
+    async fn a_flood_is_read_in_full_chunks_without_losing_a_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path(), plain_env());
+        let lines = 40_000;
+        let script = format!("echo start; sleep 0.3; seq -f '%060.0f' 1 {lines}");
+        let (_pty, mut out) =
+            Pty::spawn(SessionId(9), &spec("/bin/sh", &["-c", &script]), &ctx).unwrap();
+        let first = tokio::time::timeout(DEADLINE, out.rx_output.recv())
+            .await
+            .expect("output in time")
+            .expect("some output");
+        assert_eq!(
+            first, b"start\r\n",
+            "the line before the flood was held back"
+        );
+        let mut chunks = Vec::new();
+        tokio::time::timeout(DEADLINE, async {
+            while let Some(chunk) = out.rx_output.recv().await {
+                chunks.push(chunk);
+            }
+        })
+        .await
+        .expect("pty reached EOF in time");
+        let bytes: Vec<u8> = chunks.concat();
+        let want: String = (1..=lines).map(|i| format!("{i:060}\r\n")).collect();
+        assert!(
+            bytes == want.as_bytes(),
+            "the flood came out altered ({} of {} bytes)",
+            bytes.len(),
+            want.len()
+        );
+        let largest = chunks.iter().map(Vec::len).max().unwrap_or(0);
+        assert!(
+            largest >= 4 * PTY_READ_MAX && chunks.len() < bytes.len() / PTY_READ_MAX,
+            "{} chunks for {} bytes, the largest {largest}: the flood was not gathered",
+            chunks.len(),
+            bytes.len()
+        );
     }
 
     #[tokio::test]

@@ -146,9 +146,19 @@ impl Inner {
     }
 }
 
+/// How much unseen output the emulator parses at most to catch up. When a
+/// session ran further than this since the emulator last looked, the
+/// emulator starts afresh this far before the end: a late joiner waits for
+/// a few MiB of parsing (about a tenth of a second), not for the whole
+/// history (seconds per hundred MiB). The screen a terminal shows is, in
+/// practice, a function of its recent output (scrolling output scrolls, a
+/// full-screen program redraws); what the restart forgets is the rare mode
+/// set long before and never restated, and scrollback older than the tail.
+pub const CATCH_UP_TAIL: u64 = 4 * 1024 * 1024;
+
 /// The server-side terminal emulator behind screen snapshots. It is fed
 /// lazily, when a snapshot is asked for, so sessions nobody joins late
-/// cost no parsing at all.
+/// cost no parsing at all; see [`CATCH_UP_TAIL`] for how far it reads back.
 struct Emulator {
     parser: vt100::Parser,
     offset: u64,
@@ -414,6 +424,12 @@ impl SessionLog {
             let inner = self.lock();
             (inner.end, inner.size)
         };
+        if target.saturating_sub(emulator.offset) > CATCH_UP_TAIL {
+            emulator.parser =
+                vt100::Parser::new(nz(size.rows), nz(size.cols), MAX_SCROLLBACK as usize);
+            emulator.offset = target - CATCH_UP_TAIL;
+            emulator.rendered = None;
+        }
         let (rows, cols) = emulator.parser.screen().size();
         if (rows, cols) != (nz(size.rows), nz(size.cols)) {
             emulator

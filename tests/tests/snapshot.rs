@@ -210,3 +210,81 @@ async fn a_live_joiner_gets_a_snapshot_equal_to_replaying_the_stream() {
     })
     .await;
 }
+
+/// After more output than the emulator reads back (`CATCH_UP_TAIL`, 4 MiB)
+/// went by unwatched, the late joiner's snapshot comes from the tail alone
+/// and must still be the screen of the whole stream: 12 MiB of scrolling
+/// lines, then the full-screen drawing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_long_unwatched_output_the_snapshot_is_still_the_streams_screen() {
+    within_for(Duration::from_secs(180), async {
+        let cp = ControlPlane::start().await?;
+        let sb = cp.add_sandbox("snapshot-tail").await?;
+        let drawing_file = sb.workdir.path().join("drawing");
+        std::fs::write(&drawing_file, drawing())?;
+        let script = format!(
+            "seq -f 'line %.0f of the unwatched flood, long enough to wrap nothing' 1 200000; cat '{}'; exec sleep 600",
+            drawing_file.display(),
+        );
+        let api = cp.api();
+        let session = api
+            .open_session(
+                sb.id(),
+                OpenSessionRequest {
+                    command: Some("sh".to_owned()),
+                    args: vec!["-c".to_owned(), script],
+                    size: Some(SIZE),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        // Wait until the whole stream is stored, without watching it live.
+        let flood: String = (1..=200_000)
+            .map(|i| format!("line {i} of the unwatched flood, long enough to wrap nothing\n"))
+            .collect();
+        let total = onlcr(format!("{flood}{}", drawing()).as_bytes()).len() as u64;
+        ensure!(total > 3 * 4 * 1024 * 1024, "the stream is only {total} bytes");
+        let mut stored = api.output(sb.id(), session.id, None, None).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while (stored.bytes.len() as u64) < total {
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {total} bytes stored after 120 s",
+                stored.bytes.len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            stored = api.output(sb.id(), session.id, None, None).await?;
+        }
+        ensure!(
+            stored.bytes.len() as u64 == total && stored.gaps.is_empty(),
+            "stored {} bytes (gaps {:?}), expected {total}",
+            stored.bytes.len(),
+            stored.gaps_header
+        );
+
+        let mut late = StreamClient::connect(
+            cp.url(),
+            cp.token(),
+            sb.id(),
+            session.id,
+            StreamOptions::watch().from(None),
+        )
+        .await?;
+        let (offset, size, screen) = late
+            .wait_event(WAIT, |event| match event {
+                ControlToClient::Snapshot {
+                    offset,
+                    size,
+                    screen,
+                } => Some((*offset, *size, screen.clone())),
+                _ => None,
+            })
+            .await
+            .context("a live joiner got no snapshot")?;
+        ensure!(offset == total, "the snapshot is at {offset}, the stream at {total}");
+        compare_screens(&screen_of(size, screen.as_bytes()), &screen_of(SIZE, &stored.bytes))
+            .context("the snapshot after a long unwatched stream is not the stream's screen")?;
+        Ok(())
+    })
+    .await;
+}

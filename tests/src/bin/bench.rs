@@ -223,6 +223,10 @@ async fn e2e_throughput(cp: &ControlPlane, mib: u64) -> Result<Throughput> {
         .recv_until_offset(expected.len() as u64, Duration::from_secs(1200))
         .await?;
     let elapsed = first.elapsed();
+    eprintln!(
+        "[bench]   {:.1} MiB/s; a live joiner comes next",
+        mib_per_s(watcher.received(), elapsed)
+    );
     ensure!(
         watcher.end_offset() == expected.len() as u64 && watcher.gaps().is_empty(),
         "the watcher got {} of {} bytes, gaps {:?}",
@@ -480,6 +484,7 @@ async fn main() -> Result<()> {
     let (raw_bytes, raw_time) =
         tokio::task::spawn_blocking(move || raw_pty_throughput(&script)).await??;
     let raw_rate = mib_per_s(raw_bytes, raw_time);
+    eprintln!("[bench]   {raw_rate:.1} MiB/s");
 
     let cp = ControlPlane::start_with(&[
         ("PADDOCK_SQLITE_SYNCHRONOUS", opts.synchronous.as_str()),
