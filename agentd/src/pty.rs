@@ -55,6 +55,9 @@ const FLOOD_BURST: usize = 32 * 1024;
 /// comes back full.
 const FLOOD_PAUSE: Duration = Duration::from_micros(200);
 
+/// After a full read, how long to wait for the kernel to refill its buffer.
+const FLOOD_REFILL: Duration = Duration::from_millis(1);
+
 /// How long a flood's chunk is held at most before it goes out.
 const FLOOD_HOLD: Duration = Duration::from_millis(2);
 
@@ -396,14 +399,14 @@ fn reader_of(master: &(dyn MasterPty + Send)) -> anyhow::Result<FileDescriptor> 
     FileDescriptor::dup(&Master(fd)).context("could not duplicate the pty master")
 }
 
-/// Whether `reader` has something to read right now.
-fn readable(reader: &FileDescriptor) -> bool {
+/// Whether `reader` has something to read within `wait`.
+fn readable(reader: &FileDescriptor, wait: Duration) -> bool {
     let mut fds = [pollfd {
         fd: reader.as_raw_fd(),
         events: POLLIN,
         revents: 0,
     }];
-    matches!(filedescriptor::poll(&mut fds, Some(Duration::ZERO)), Ok(n) if n > 0)
+    matches!(filedescriptor::poll(&mut fds, Some(wait)), Ok(n) if n > 0)
 }
 
 /// Reads one chunk of output, telling interaction from a flood.
@@ -443,24 +446,34 @@ impl ChunkReader {
             self.burst = 0;
         }
         if filled > 0 && self.burst + filled >= FLOOD_BURST {
-            // Take what is there, let more gather, take it too; until the
-            // chunk is full, the hold is over, or a pause brought nothing.
+            // Read on while reads come back full (a backlog: the kernel
+            // refills its buffer at once); when a read comes back short,
+            // the program is slower than us: pause so the next read is
+            // full too. Until the chunk is full, the hold is over, or
+            // nothing more comes.
             let started = Instant::now();
+            let mut last = filled;
             loop {
-                while filled < self.buf.len() && readable(&self.reader) {
-                    match self.read(filled) {
-                        Ok(n) if n > 0 => filled += n,
-                        // EOF or EIO at the end: deliver what was read; the
-                        // next read sees it again.
-                        _ => break,
-                    }
-                }
                 if self.buf.len() - filled < PTY_READ_MAX || started.elapsed() >= FLOOD_HOLD {
                     break;
                 }
-                thread::sleep(FLOOD_PAUSE);
-                if !readable(&self.reader) {
+                let wait = if last >= PTY_READ_MAX - 1 {
+                    FLOOD_REFILL
+                } else {
+                    thread::sleep(FLOOD_PAUSE);
+                    Duration::ZERO
+                };
+                if !readable(&self.reader, wait) {
                     break;
+                }
+                match self.read(filled) {
+                    Ok(n) if n > 0 => {
+                        filled += n;
+                        last = n;
+                    }
+                    // EOF or EIO at the end: deliver what was read; the
+                    // next read sees it again.
+                    _ => break,
                 }
             }
         }

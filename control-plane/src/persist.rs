@@ -4,9 +4,12 @@
 //! Agent connections hand it what they receive through one bounded channel;
 //! when storage cannot keep up the channel fills, agent connections stop
 //! reading their sockets, and agentd — whose unacked window fills too —
-//! stops reading its PTYs. Watchers are never part of that loop. Batching is
-//! group commit: whatever arrived while the previous batch was committing
-//! goes into the next one, so there is no timer and no added latency.
+//! stops reading its PTYs. Watchers are never part of that loop (they read
+//! the live ring, not the store). Batching is group commit: whatever arrived
+//! while the previous batch was committing goes into the next one, and a
+//! batch holding output waits up to [`LINGER`] for more (until
+//! [`LINGER_BYTES`]): a flood arriving in 64 KiB frames would otherwise
+//! commit, and fsync, once per frame. Only acks wait for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,6 +52,10 @@ pub enum PersistMsg {
 pub const PERSIST_QUEUE: usize = 512;
 /// Bytes gathered into one transaction at most.
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// How long a batch holding output waits for more before committing, and
+/// how much output ends the wait early.
+pub const LINGER: Duration = Duration::from_millis(10);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 pub fn spawn_persister(
     store: Store,
@@ -66,10 +73,23 @@ pub fn spawn_persister(
             let Some(first) = first else { break };
             let mut batch = Batch::default();
             batch.add(first);
+            let linger_until = tokio::time::Instant::now() + LINGER;
             while batch.bytes < MAX_BATCH_BYTES {
                 match rx_persist.try_recv() {
                     Ok(msg) => batch.add(msg),
-                    Err(_) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        if batch.bytes == 0
+                            || batch.bytes >= LINGER_BYTES
+                            || shutdown.is_cancelled()
+                        {
+                            break;
+                        }
+                        match tokio::time::timeout_at(linger_until, rx_persist.recv()).await {
+                            Ok(Some(msg)) => batch.add(msg),
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
                 }
             }
             batch.commit(&store, &hub, &shutdown).await;

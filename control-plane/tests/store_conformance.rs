@@ -212,6 +212,164 @@ async fn sessions_and_output_round_trip(b: Backend) {
     assert!(theirs.iter().all(|p| matches!(p, Piece::Gap { .. })));
 }
 
+/// Bytes no compressor can shrink (xorshift), as binary output would be.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+/// Everything stored for session `s` of tenant A in `[from, to)`, read in
+/// small steps so every read starts inside a chunk.
+async fn read_all(b: &Backend, s: paddock_protocol::SessionId, from: u64, to: u64) -> Vec<u8> {
+    let mut cursor = from;
+    let mut bytes = Vec::new();
+    while cursor < to {
+        let pieces = b.store.read_output(A, s, cursor, to, 10_000).await.unwrap();
+        assert!(!pieces.is_empty(), "no progress at {cursor}");
+        for piece in pieces {
+            match piece {
+                Piece::Data { offset, data, .. } => {
+                    assert_eq!(offset, cursor);
+                    bytes.extend_from_slice(&data);
+                    cursor += data.len() as u64;
+                }
+                Piece::Gap { from, to, .. } => panic!("unexpected gap {from}..{to}"),
+            }
+        }
+    }
+    bytes
+}
+
+/// Output is stored compressed when that shrinks it (text), as it is when
+/// not (noise), and rows written before compression (`raw_len` NULL) still
+/// read back: every range, byte for byte, through both kinds of row.
+async fn output_is_stored_compressed_and_reads_back_exactly(b: Backend) {
+    with_tenants(&b).await;
+    let (sb, _) = b
+        .store
+        .create_sandbox(A, "s", &BTreeMap::new(), None)
+        .await
+        .unwrap();
+    let s = b
+        .store
+        .create_session(&sb, Some("sh"), &[], TermSize { cols: 80, rows: 24 })
+        .await
+        .unwrap();
+    let text: Vec<u8> = (0..4000)
+        .flat_map(|i| format!("test result {i}: ok, {} passed\r\n", i * 7).into_bytes())
+        .collect();
+    let legacy = b"an old row, stored before compression\r\n".repeat(40);
+    let binary = noise(100_000, 0x9e37_79b9_7f4a_7c15);
+    let mut stream = Vec::new();
+    stream.extend_from_slice(&text);
+    stream.extend_from_slice(&legacy);
+    stream.extend_from_slice(&binary);
+
+    let mut write = SessionWrite {
+        tenant_id: A.into(),
+        session_id: Some(s.id),
+        ..SessionWrite::default()
+    };
+    write.push_data(0, &text);
+    b.store.write_output(&[write]).await.unwrap();
+    // A row as it was written before the migration: raw, no `raw_len`.
+    let mut tx = b.store.begin(A).await.unwrap();
+    sqlx::query(
+        "INSERT INTO output_chunks (tenant_id, session_id, start, data) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(A)
+    .bind(s.id.0 as i64)
+    .bind(text.len() as i64)
+    .bind(legacy.as_slice())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut write = SessionWrite {
+        tenant_id: A.into(),
+        session_id: Some(s.id),
+        ..SessionWrite::default()
+    };
+    write.push_data((text.len() + legacy.len()) as u64, &binary);
+    b.store.write_output(&[write]).await.unwrap();
+
+    let mut tx = b.store.begin(A).await.unwrap();
+    let rows = sqlx::query(
+        "SELECT start, raw_len, length(data) AS stored FROM output_chunks
+         WHERE session_id = $1 ORDER BY start",
+    )
+    .bind(s.id.0 as i64)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let rows: Vec<(i64, Option<i64>, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("start").unwrap(),
+                r.try_get("raw_len").unwrap(),
+                r.try_get::<i64, _>("stored").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 3, "rows: {rows:?}");
+    let (_, text_raw, text_stored) = rows[0];
+    assert_eq!(
+        text_raw,
+        Some(text.len() as i64),
+        "text is stored compressed"
+    );
+    assert!(
+        text_stored * 4 < text.len() as i64,
+        "{} bytes of text stored in {text_stored}",
+        text.len()
+    );
+    assert_eq!(rows[1].1, None);
+    assert_eq!(
+        rows[2],
+        (rows[2].0, None, binary.len() as i64),
+        "noise is stored as it is"
+    );
+
+    assert!(
+        read_all(&b, s.id, 0, stream.len() as u64).await == stream,
+        "the whole stream differs"
+    );
+    for from in [
+        1,
+        4321,
+        text.len() as u64 - 1,
+        text.len() as u64 + 5,
+        stream.len() as u64 - 3,
+    ] {
+        let got = read_all(&b, s.id, from, stream.len() as u64).await;
+        assert!(
+            got == stream[from as usize..],
+            "the stream from {from} differs"
+        );
+    }
+    let timed = b.store.timed_chunks(A, s.id, 0, 10).await.unwrap();
+    let replayed: Vec<u8> = timed.into_iter().flat_map(|c| c.data).collect();
+    assert!(replayed == stream, "timed chunks differ from the stream");
+}
+
+#[tokio::test]
+async fn sqlite_output_is_stored_compressed_and_reads_back_exactly() {
+    output_is_stored_compressed_and_reads_back_exactly(sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_output_is_stored_compressed_and_reads_back_exactly() {
+    output_is_stored_compressed_and_reads_back_exactly(postgres().await).await;
+}
+
 #[tokio::test]
 async fn sqlite_sandboxes_are_tenant_scoped() {
     sandboxes_are_tenant_scoped(sqlite().await).await;

@@ -2,14 +2,18 @@
 //! batches (one transaction per batch, whatever the number of sessions) and
 //! read back by offset range.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use paddock_protocol::{ExitStatus, SessionId};
+use sqlx::any::AnyRow;
 use sqlx::Row;
+use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::Backend;
 use super::QueryTimer;
 
-use super::{now_rfc3339, Result, Store};
+use super::{now_rfc3339, Result, Store, StoreError};
 
 /// Largest chunk stored in one row; consecutive output of a session within a
 /// batch is coalesced up to this size.
@@ -17,6 +21,65 @@ pub const MAX_CHUNK: usize = 256 * 1024;
 
 /// Output that arrived within this many milliseconds may share a chunk.
 pub const TIME_GRAIN_MS: i64 = 10;
+
+/// zstd's level for stored output: its fastest, which still shrinks
+/// typical terminal output several times over.
+const ZSTD_LEVEL: i32 = 1;
+
+/// Chunks shorter than this are stored as they are.
+const COMPRESS_MIN: usize = 512;
+
+/// A chunk as stored, and its length as written (`raw_len`) when compressed.
+type Encoded<'a> = (Cow<'a, [u8]>, Option<i64>);
+
+/// A chunk as stored: compressed when that saves at least an eighth, with
+/// its length as written (`raw_len`); else as it is, with `None`.
+fn encode_chunk(data: &[u8]) -> Encoded<'_> {
+    if data.len() >= COMPRESS_MIN {
+        if let Ok(packed) = zstd::bulk::compress(data, ZSTD_LEVEL) {
+            if packed.len() <= data.len() - data.len() / 8 {
+                return (Cow::Owned(packed), Some(data.len() as i64));
+            }
+        }
+    }
+    (Cow::Borrowed(data), None)
+}
+
+/// The output a stored row holds: `data` as it is, or decompressed to
+/// exactly `raw_len` bytes.
+fn decode_chunk(data: Vec<u8>, raw_len: Option<i64>) -> Result<Vec<u8>> {
+    let Some(raw_len) = raw_len else {
+        return Ok(data);
+    };
+    let want = usize::try_from(raw_len)
+        .map_err(|_| StoreError::Corrupt(format!("output chunk raw_len = {raw_len}")))?;
+    let raw = zstd::bulk::decompress(&data, want)
+        .map_err(|e| StoreError::Corrupt(format!("output chunk does not decompress: {e}")))?;
+    if raw.len() != want {
+        return Err(StoreError::Corrupt(format!(
+            "output chunk decompresses to {} bytes, not {want}",
+            raw.len()
+        )));
+    }
+    Ok(raw)
+}
+
+/// The output of a fetched `output_chunks` row (columns `data`, `raw_len`).
+fn row_output(row: &AnyRow) -> Result<Vec<u8>> {
+    decode_chunk(row.try_get("data")?, row.try_get("raw_len")?)
+}
+
+/// Runs compression or decompression of a batch: on a multi-threaded
+/// runtime (the control plane's) the worker hands its other tasks over
+/// meanwhile; elsewhere (tests) it just runs.
+fn cpu_bound<R>(f: impl FnOnce() -> R) -> R {
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
 
 /// A stretch of stored output, or a hole in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,8 +155,19 @@ impl Store {
     /// may be acked) until this returns `Ok`.
     pub async fn write_output(&self, writes: &[SessionWrite]) -> Result<()> {
         let _timed = QueryTimer::start("write_output");
+        let encoded: Vec<Vec<Encoded<'_>>> = cpu_bound(|| {
+            writes
+                .iter()
+                .map(|w| {
+                    w.chunks
+                        .iter()
+                        .map(|(_, data, _)| encode_chunk(data))
+                        .collect()
+                })
+                .collect()
+        });
         let mut tx = self.pool.begin().await?;
-        for write in writes {
+        for (write, encoded) in writes.iter().zip(&encoded) {
             let Some(id) = write.session_id else { continue };
             let id = id.0 as i64;
             // One transaction for the whole batch; row-level security follows
@@ -104,15 +178,16 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            for (start, data, at_ms) in &write.chunks {
+            for ((start, _, at_ms), (stored, raw_len)) in write.chunks.iter().zip(encoded) {
                 sqlx::query(
-                    "INSERT INTO output_chunks (tenant_id, session_id, start, data, at_ms)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    "INSERT INTO output_chunks (tenant_id, session_id, start, data, raw_len, at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                 )
                 .bind(&write.tenant_id)
                 .bind(id)
                 .bind(*start as i64)
-                .bind(data.as_slice())
+                .bind(stored.as_ref())
+                .bind(*raw_len)
                 .bind(*at_ms)
                 .execute(&mut *tx)
                 .await?;
@@ -177,9 +252,9 @@ impl Store {
         let rows = sqlx::query(
             // The range on `start` keeps to the primary key; the length test
             // drops chunks that end before `from` before LIMIT counts them.
-            "SELECT start, data FROM output_chunks
+            "SELECT start, data, raw_len FROM output_chunks
              WHERE tenant_id = $1 AND session_id = $2 AND start > $3 AND start < $4
-             AND start + length(data) > $5 ORDER BY start LIMIT $6",
+             AND start + COALESCE(raw_len, length(data)) > $5 ORDER BY start LIMIT $6",
         )
         .bind(tenant_id)
         .bind(session.0 as i64)
@@ -190,13 +265,16 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         let gaps = gaps_in(&mut tx, tenant_id, session, from, to).await?;
+        let chunks = cpu_bound(|| {
+            rows.iter()
+                .map(|row| Ok((row.try_get::<i64, _>("start")? as u64, row_output(row)?)))
+                .collect::<Result<Vec<_>>>()
+        })?;
 
         let mut pieces = Vec::new();
         let mut cursor = from;
         let mut total = 0;
-        for row in rows {
-            let start = row.try_get::<i64, _>("start")? as u64;
-            let data: Vec<u8> = row.try_get("data")?;
+        for (start, data) in chunks {
             let stop = start + data.len() as u64;
             if stop <= cursor {
                 continue;
@@ -315,7 +393,7 @@ impl Store {
         let _timed = QueryTimer::start("timed_chunks");
         let mut tx = self.begin(tenant_id).await?;
         let rows = sqlx::query(
-            "SELECT start, data, at_ms FROM output_chunks
+            "SELECT start, data, raw_len, at_ms FROM output_chunks
              WHERE tenant_id = $1 AND session_id = $2 AND start >= $3 ORDER BY start LIMIT $4",
         )
         .bind(tenant_id)
@@ -325,15 +403,17 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        rows.iter()
-            .map(|row| {
-                Ok(TimedChunk {
-                    start: row.try_get::<i64, _>("start")? as u64,
-                    data: row.try_get("data")?,
-                    at_ms: row.try_get("at_ms")?,
+        cpu_bound(|| {
+            rows.iter()
+                .map(|row| {
+                    Ok(TimedChunk {
+                        start: row.try_get::<i64, _>("start")? as u64,
+                        data: row_output(row)?,
+                        at_ms: row.try_get("at_ms")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     pub async fn record_event(
