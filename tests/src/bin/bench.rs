@@ -21,15 +21,73 @@ use paddock_tests::{
 };
 use portable_pty::{native_pty_system, CommandBuilder, PtySize};
 
-const USAGE: &str = "usage: bench [--synchronous full|normal|off] [--stream-mib N] [--rounds N] [--fanout-mib N] [--watchers N] [--keystrokes N] [--agents N]";
+const USAGE: &str = "usage: bench [--synchronous full|normal|off] [--stream-mib N] [--text x|random] [--rounds N] [--fanout-mib N] [--watchers N] [--keystrokes N] [--agents N]";
 
-/// Lines of the generator: `x` × 100 and a newline.
+/// Lines of the generator: 100 characters and a newline.
 const WIDTH: u32 = 100;
+
+/// What the throughput generator prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Text {
+    /// `x` × 100 per line (`head | tr | fold`): compresses to almost nothing.
+    X,
+    /// Random letters, digits, `+` and `/` from a file, folded by the same
+    /// `fold`: compresses to about three quarters, like already-compressed
+    /// or encoded output, far worse than real terminal output.
+    Random,
+}
+
+/// A throughput generator: the shell command and what it prints through a PTY.
+struct Generator {
+    command: String,
+    output: Vec<u8>,
+    /// Keeps the random text's file.
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn generator(text: Text, total: u64) -> Result<Generator> {
+    match text {
+        Text::X => Ok(Generator {
+            command: x_lines_command(total, WIDTH),
+            output: x_lines_output(total, WIDTH),
+            _dir: None,
+        }),
+        Text::Random => {
+            const ALPHABET: &[u8; 64] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+            let text: Vec<u8> = (0..total)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    ALPHABET[(seed >> 58) as usize]
+                })
+                .collect();
+            let dir = tempfile::tempdir()?;
+            let path = dir.path().join("random.txt");
+            std::fs::write(&path, &text)?;
+            let mut output = Vec::with_capacity(text.len() + text.len() / 50 + 2);
+            for (i, line) in text.chunks(WIDTH as usize).enumerate() {
+                if i > 0 {
+                    output.extend_from_slice(b"\r\n");
+                }
+                output.extend_from_slice(line);
+            }
+            Ok(Generator {
+                command: format!("fold -w {WIDTH} '{}'", path.display()),
+                output,
+                _dir: Some(dir),
+            })
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Options {
     synchronous: String,
     stream_mib: u64,
+    text: Text,
     /// Throughput rounds, each raw then end to end; the best of each counts.
     rounds: usize,
     fanout_mib: u64,
@@ -42,6 +100,7 @@ fn parse_args() -> Result<Options> {
     let mut opts = Options {
         synchronous: "full".to_owned(),
         stream_mib: 256,
+        text: Text::X,
         rounds: 3,
         fanout_mib: 64,
         watchers: 100,
@@ -57,6 +116,13 @@ fn parse_args() -> Result<Options> {
         match arg.as_str() {
             "--synchronous" => opts.synchronous = value()?,
             "--stream-mib" => opts.stream_mib = value()?.parse()?,
+            "--text" => {
+                opts.text = match value()?.as_str() {
+                    "x" => Text::X,
+                    "random" => Text::Random,
+                    other => bail!("--text is x or random, not {other:?}\n{USAGE}"),
+                }
+            }
             "--rounds" => opts.rounds = value()?.parse::<usize>()?.max(1),
             "--fanout-mib" => opts.fanout_mib = value()?.parse()?,
             "--watchers" => opts.watchers = value()?.parse()?,
@@ -198,20 +264,19 @@ struct Throughput {
 /// first byte to the last. With `join`, a live joiner comes afterwards.
 async fn e2e_throughput(
     cp: &ControlPlane,
-    mib: u64,
+    gen: &Generator,
     round: usize,
     join: bool,
 ) -> Result<Throughput> {
     let sb = cp.add_sandbox(&format!("bench-throughput-{round}")).await?;
     let gate = sb.workdir.path().join("gate");
-    let total = mib * MIB;
     // The session stays up after the generator, for a live joiner to come.
     let script = format!(
         "while [ ! -e '{}' ]; do sleep 0.01; done; {}; exec sleep 3600",
         gate.display(),
-        x_lines_command(total, WIDTH)
+        gen.command
     );
-    let expected = Arc::new(x_lines_output(total, WIDTH));
+    let expected = Arc::new(gen.output.clone());
     let session = cp.api().open_sh(sb.id(), &script).await?;
     let mut watcher = StreamClient::connect(
         cp.url(),
@@ -491,6 +556,7 @@ async fn main() -> Result<()> {
         bin_dir().display()
     );
     println!("PADDOCK_SQLITE_SYNCHRONOUS={}", opts.synchronous);
+    println!("throughput text: {:?}", opts.text);
     let mut rows = Vec::new();
 
     // Throughput: the same generator read from a local PTY, then end to
@@ -502,6 +568,7 @@ async fn main() -> Result<()> {
     ])
     .await?;
     let total = opts.stream_mib * MIB;
+    let gen = generator(opts.text, total)?;
     let mut raw_rates = Vec::new();
     let mut e2e_rates = Vec::new();
     let mut snapshot_after = None;
@@ -510,7 +577,7 @@ async fn main() -> Result<()> {
             "[bench] round {round} of {}: raw PTY throughput, {} MiB…",
             opts.rounds, opts.stream_mib
         );
-        let script = x_lines_command(total, WIDTH);
+        let script = gen.command.clone();
         let (raw_bytes, raw_time) =
             tokio::task::spawn_blocking(move || raw_pty_throughput(&script)).await??;
         let raw_rate = mib_per_s(raw_bytes, raw_time);
@@ -521,7 +588,7 @@ async fn main() -> Result<()> {
             opts.rounds, opts.stream_mib
         );
         let last = round == opts.rounds;
-        let e2e = e2e_throughput(&cp, opts.stream_mib, round, last).await?;
+        let e2e = e2e_throughput(&cp, &gen, round, last).await?;
         e2e_rates.push(mib_per_s(e2e.bytes, e2e.elapsed));
         snapshot_after = snapshot_after.or(e2e.snapshot_after);
     }
