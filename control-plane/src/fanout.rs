@@ -19,6 +19,7 @@ use paddock_protocol::api::{SessionInfo, SessionState};
 use paddock_protocol::{DataFrame, ExitStatus, SandboxId, SessionId, TermSize, FRAME_HEADER_LEN};
 use tokio::sync::watch;
 
+use crate::modes::ModeScan;
 use crate::screen::Rendered;
 use crate::store::{GapRow, Piece, SessionRow, Store, StoreError};
 use paddock_protocol::screen::{Scrollback, MAX_SCROLLBACK};
@@ -152,8 +153,12 @@ impl Inner {
 /// a few MiB of parsing (about a tenth of a second), not for the whole
 /// history (seconds per hundred MiB). The screen a terminal shows is, in
 /// practice, a function of its recent output (scrolling output scrolls, a
-/// full-screen program redraws); what the restart forgets is the rare mode
-/// set long before and never restated, and scrollback older than the tail.
+/// full-screen program redraws). The modes the skipped output left set
+/// (alternate screen, cursor visibility, keys, mouse, paste) are found by a
+/// scan for escape sequences (`modes.rs`, an escape-byte search rather than
+/// a parse) and replayed first; what the restart forgets is scrollback
+/// older than the tail and the rare state outside modes set long before
+/// and never restated (a scroll region, a character set).
 pub const CATCH_UP_TAIL: u64 = 4 * 1024 * 1024;
 
 /// The server-side terminal emulator behind screen snapshots. It is fed
@@ -425,9 +430,32 @@ impl SessionLog {
             (inner.end, inner.size)
         };
         if target.saturating_sub(emulator.offset) > CATCH_UP_TAIL {
+            let tail = target - CATCH_UP_TAIL;
+            let mut scan = ModeScan::default();
+            scan.feed(emulator.parser.screen().state_formatted().as_bytes());
+            let mut cursor = emulator.offset;
+            while cursor < tail {
+                let pieces = self.read_pieces(store, cursor, tail).await?;
+                if pieces.is_empty() {
+                    break;
+                }
+                for piece in pieces {
+                    match piece {
+                        Piece::Data { offset, data, .. } => {
+                            if offset + data.len() as u64 <= cursor {
+                                continue;
+                            }
+                            scan.feed(&data[cursor.saturating_sub(offset) as usize..]);
+                            cursor = offset + data.len() as u64;
+                        }
+                        Piece::Gap { to, .. } => cursor = cursor.max(to),
+                    }
+                }
+            }
             emulator.parser =
                 vt100::Parser::new(nz(size.rows), nz(size.cols), MAX_SCROLLBACK as usize);
-            emulator.offset = target - CATCH_UP_TAIL;
+            emulator.parser.process(&scan.replay());
+            emulator.offset = tail;
             emulator.rendered = None;
         }
         let (rows, cols) = emulator.parser.screen().size();

@@ -22,6 +22,7 @@ pub mod governance;
 mod hub;
 mod lifecycle;
 pub mod limits;
+mod modes;
 mod openapi;
 mod persist;
 mod pools;

@@ -211,10 +211,17 @@ async fn a_live_joiner_gets_a_snapshot_equal_to_replaying_the_stream() {
     .await;
 }
 
+/// Input modes set at the start of the long stream: bracketed paste,
+/// application cursor keys, application keypad (as `printf` writes them,
+/// and as the bytes it prints).
+const MODES_SET: &str = "\\033[?2004h\\033[?1h\\033=";
+const MODES_SET_BYTES: &str = "\x1b[?2004h\x1b[?1h\x1b=";
+
 /// After more output than the emulator reads back (`CATCH_UP_TAIL`, 4 MiB)
-/// went by unwatched, the late joiner's snapshot comes from the tail alone
-/// and must still be the screen of the whole stream: 12 MiB of scrolling
-/// lines, then the full-screen drawing.
+/// went by unwatched, the late joiner's snapshot comes from the tail (and
+/// the modes the rest left set) and must still be the screen of the whole
+/// stream: input modes set first, 12 MiB of scrolling lines, then the
+/// full-screen drawing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_long_unwatched_output_the_snapshot_is_still_the_streams_screen() {
     within_for(Duration::from_secs(180), async {
@@ -223,7 +230,7 @@ async fn after_long_unwatched_output_the_snapshot_is_still_the_streams_screen() 
         let drawing_file = sb.workdir.path().join("drawing");
         std::fs::write(&drawing_file, drawing())?;
         let script = format!(
-            "seq -f 'line %.0f of the unwatched flood, long enough to wrap nothing' 1 200000; cat '{}'; exec sleep 600",
+            "printf '{MODES_SET}'; seq -f 'line %.0f of the unwatched flood, long enough to wrap nothing' 1 200000; cat '{}'; exec sleep 600",
             drawing_file.display(),
         );
         let api = cp.api();
@@ -242,7 +249,7 @@ async fn after_long_unwatched_output_the_snapshot_is_still_the_streams_screen() 
         let flood: String = (1..=200_000)
             .map(|i| format!("line {i} of the unwatched flood, long enough to wrap nothing\n"))
             .collect();
-        let total = onlcr(format!("{flood}{}", drawing()).as_bytes()).len() as u64;
+        let total = onlcr(format!("{MODES_SET_BYTES}{flood}{}", drawing()).as_bytes()).len() as u64;
         ensure!(total > 3 * 4 * 1024 * 1024, "the stream is only {total} bytes");
         let mut stored = api.output(sb.id(), session.id, None, None).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -282,6 +289,16 @@ async fn after_long_unwatched_output_the_snapshot_is_still_the_streams_screen() 
             .await
             .context("a live joiner got no snapshot")?;
         ensure!(offset == total, "the snapshot is at {offset}, the stream at {total}");
+        for (mode, seq) in [
+            ("bracketed paste", "\x1b[?2004h"),
+            ("application cursor keys", "\x1b[?1h"),
+            ("application keypad", "\x1b="),
+        ] {
+            ensure!(
+                screen.contains(seq),
+                "the snapshot lost {mode}, set 12 MiB before ({seq:?} missing)"
+            );
+        }
         compare_screens(&screen_of(size, screen.as_bytes()), &screen_of(SIZE, &stored.bytes))
             .context("the snapshot after a long unwatched stream is not the stream's screen")?;
         Ok(())
