@@ -104,6 +104,38 @@ fn compare_screens(got: &avt::Vt, want: &avt::Vt) -> Result<()> {
     Ok(())
 }
 
+/// Opens `sh -c script` at [`SIZE`].
+async fn open_sh_sized(
+    api: &paddock_tests::Api,
+    sandbox: &str,
+    script: String,
+) -> Result<paddock_tests::proto::api::SessionInfo> {
+    api.open_session(
+        sandbox,
+        OpenSessionRequest {
+            command: Some("sh".to_owned()),
+            args: vec!["-c".to_owned(), script],
+            size: Some(SIZE),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// The snapshot a live joiner receives first: offset, size and screen.
+async fn snapshot_of(late: &mut StreamClient) -> Result<(u64, TermSize, String)> {
+    late.wait_event(WAIT, |event| match event {
+        ControlToClient::Snapshot {
+            offset,
+            size,
+            screen,
+        } => Some((*offset, *size, screen.clone())),
+        _ => None,
+    })
+    .await
+    .context("a live joiner got no snapshot")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_joiner_gets_a_snapshot_equal_to_replaying_the_stream() {
     within_for(Duration::from_secs(120), async {
@@ -121,17 +153,7 @@ async fn a_live_joiner_gets_a_snapshot_equal_to_replaying_the_stream() {
             after_file.display(),
         );
         let api = cp.api();
-        let session = api
-            .open_session(
-                sb.id(),
-                OpenSessionRequest {
-                    command: Some("sh".to_owned()),
-                    args: vec!["-c".to_owned(), script],
-                    size: Some(SIZE),
-                    ..Default::default()
-                },
-            )
-            .await?;
+        let session = open_sh_sized(&api, sb.id(), script).await?;
 
         // The whole drawing is out (the PTY turns each \n into \r\n).
         let drawn = onlcr(drawing().as_bytes()).len() as u64;
@@ -158,18 +180,7 @@ async fn a_live_joiner_gets_a_snapshot_equal_to_replaying_the_stream() {
             StreamOptions::watch().from(None),
         )
         .await?;
-        let snapshot = late
-            .wait_event(WAIT, |event| match event {
-                ControlToClient::Snapshot {
-                    offset,
-                    size,
-                    screen,
-                } => Some((*offset, *size, screen.clone())),
-                _ => None,
-            })
-            .await
-            .context("a live joiner got no snapshot")?;
-        let (offset, size, screen) = snapshot;
+        let (offset, size, screen) = snapshot_of(&mut late).await?;
         ensure!(
             offset == drawn && late.welcome().from == drawn,
             "the snapshot is at offset {offset} (welcome from {}), the stream at {drawn}",
@@ -234,17 +245,7 @@ async fn after_long_unwatched_output_the_snapshot_is_still_the_streams_screen() 
             drawing_file.display(),
         );
         let api = cp.api();
-        let session = api
-            .open_session(
-                sb.id(),
-                OpenSessionRequest {
-                    command: Some("sh".to_owned()),
-                    args: vec!["-c".to_owned(), script],
-                    size: Some(SIZE),
-                    ..Default::default()
-                },
-            )
-            .await?;
+        let session = open_sh_sized(&api, sb.id(), script).await?;
         // Wait until the whole stream is stored, without watching it live.
         let flood: String = (1..=200_000)
             .map(|i| format!("line {i} of the unwatched flood, long enough to wrap nothing\n"))
@@ -277,17 +278,7 @@ async fn after_long_unwatched_output_the_snapshot_is_still_the_streams_screen() 
             StreamOptions::watch().from(None),
         )
         .await?;
-        let (offset, size, screen) = late
-            .wait_event(WAIT, |event| match event {
-                ControlToClient::Snapshot {
-                    offset,
-                    size,
-                    screen,
-                } => Some((*offset, *size, screen.clone())),
-                _ => None,
-            })
-            .await
-            .context("a live joiner got no snapshot")?;
+        let (offset, size, screen) = snapshot_of(&mut late).await?;
         ensure!(offset == total, "the snapshot is at {offset}, the stream at {total}");
         for (mode, seq) in [
             ("bracketed paste", "\x1b[?2004h"),
