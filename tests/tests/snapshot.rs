@@ -122,18 +122,33 @@ async fn open_sh_sized(
     .await
 }
 
-/// The snapshot a live joiner receives first: offset, size and screen.
-async fn snapshot_of(late: &mut StreamClient) -> Result<(u64, TermSize, String)> {
-    late.wait_event(WAIT, |event| match event {
-        ControlToClient::Snapshot {
-            offset,
-            size,
-            screen,
-        } => Some((*offset, *size, screen.clone())),
-        _ => None,
-    })
-    .await
-    .context("a live joiner got no snapshot")
+/// Joins `session` live (no `from`): the client, and the snapshot it
+/// receives first (offset, size and screen).
+async fn join_live(
+    cp: &ControlPlane,
+    sandbox: &str,
+    session: paddock_tests::proto::SessionId,
+) -> Result<(StreamClient, (u64, TermSize, String))> {
+    let mut late = StreamClient::connect(
+        cp.url(),
+        cp.token(),
+        sandbox,
+        session,
+        StreamOptions::watch().from(None),
+    )
+    .await?;
+    let snapshot = late
+        .wait_event(WAIT, |event| match event {
+            ControlToClient::Snapshot {
+                offset,
+                size,
+                screen,
+            } => Some((*offset, *size, screen.clone())),
+            _ => None,
+        })
+        .await
+        .context("a live joiner got no snapshot")?;
+    Ok((late, snapshot))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,15 +187,7 @@ async fn a_live_joiner_gets_a_snapshot_equal_to_replaying_the_stream() {
             full.end_offset()
         );
 
-        let mut late = StreamClient::connect(
-            cp.url(),
-            cp.token(),
-            sb.id(),
-            session.id,
-            StreamOptions::watch().from(None),
-        )
-        .await?;
-        let (offset, size, screen) = snapshot_of(&mut late).await?;
+        let (mut late, (offset, size, screen)) = join_live(&cp, sb.id(), session.id).await?;
         ensure!(
             offset == drawn && late.welcome().from == drawn,
             "the snapshot is at offset {offset} (welcome from {}), the stream at {drawn}",
@@ -270,15 +277,7 @@ async fn after_long_unwatched_output_the_snapshot_is_still_the_streams_screen() 
             stored.gaps_header
         );
 
-        let mut late = StreamClient::connect(
-            cp.url(),
-            cp.token(),
-            sb.id(),
-            session.id,
-            StreamOptions::watch().from(None),
-        )
-        .await?;
-        let (offset, size, screen) = snapshot_of(&mut late).await?;
+        let (_late, (offset, size, screen)) = join_live(&cp, sb.id(), session.id).await?;
         ensure!(offset == total, "the snapshot is at {offset}, the stream at {total}");
         for (mode, seq) in [
             ("bracketed paste", "\x1b[?2004h"),
