@@ -250,9 +250,9 @@ impl SessionTask {
                 chunk = self.output.rx_output.recv(), if reading => match chunk {
                     Some(chunk) => {
                         self.retain(&chunk);
-                        // A PTY hands out a few KiB per read: take what is
-                        // already waiting too, so frames go out full rather
-                        // than one per read (per-frame costs dominate).
+                        // Take what queued meanwhile too (the reader gathers
+                        // a flood itself; this merges chunks that queued while
+                        // this task was busy), so frames go out full.
                         let mut taken = chunk.len();
                         while taken < MAX_DATA_PAYLOAD && self.may_read() {
                             match self.output.rx_output.try_recv() {

@@ -422,6 +422,37 @@ impl SessionLog {
         }
     }
 
+    /// Hands `feed` the output from `*cursor` to `to` in order, from the
+    /// ring or the store, skipping gaps, moving `*cursor` past what it fed
+    /// (so an error leaves it where feeding stopped).
+    async fn each_piece(
+        &self,
+        store: &Store,
+        cursor: &mut u64,
+        to: u64,
+        mut feed: impl FnMut(&[u8]),
+    ) -> Result<(), StoreError> {
+        while *cursor < to {
+            let pieces = self.read_pieces(store, *cursor, to).await?;
+            if pieces.is_empty() {
+                break;
+            }
+            for piece in pieces {
+                match piece {
+                    Piece::Data { offset, data, .. } => {
+                        if offset + data.len() as u64 <= *cursor {
+                            continue;
+                        }
+                        feed(&data[cursor.saturating_sub(offset) as usize..]);
+                        *cursor = offset + data.len() as u64;
+                    }
+                    Piece::Gap { to, .. } => *cursor = (*cursor).max(to),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Feeds the emulator everything up to the log's end (from the ring,
     /// else the store) at the log's current size.
     async fn catch_up(&self, emulator: &mut Emulator, store: &Store) -> Result<(), StoreError> {
@@ -434,24 +465,8 @@ impl SessionLog {
             let mut scan = ModeScan::default();
             scan.feed(emulator.parser.screen().state_formatted().as_bytes());
             let mut cursor = emulator.offset;
-            while cursor < tail {
-                let pieces = self.read_pieces(store, cursor, tail).await?;
-                if pieces.is_empty() {
-                    break;
-                }
-                for piece in pieces {
-                    match piece {
-                        Piece::Data { offset, data, .. } => {
-                            if offset + data.len() as u64 <= cursor {
-                                continue;
-                            }
-                            scan.feed(&data[cursor.saturating_sub(offset) as usize..]);
-                            cursor = offset + data.len() as u64;
-                        }
-                        Piece::Gap { to, .. } => cursor = cursor.max(to),
-                    }
-                }
-            }
+            self.each_piece(store, &mut cursor, tail, |data| scan.feed(data))
+                .await?;
             emulator.parser =
                 vt100::Parser::new(nz(size.rows), nz(size.cols), MAX_SCROLLBACK as usize);
             emulator.parser.process(&scan.replay());
@@ -465,26 +480,9 @@ impl SessionLog {
                 .screen_mut()
                 .set_size(nz(size.rows), nz(size.cols));
         }
-        while emulator.offset < target {
-            let pieces = self.read_pieces(store, emulator.offset, target).await?;
-            if pieces.is_empty() {
-                break;
-            }
-            for piece in pieces {
-                match piece {
-                    Piece::Data { offset, data, .. } => {
-                        if offset + data.len() as u64 <= emulator.offset {
-                            continue;
-                        }
-                        let skip = emulator.offset.saturating_sub(offset) as usize;
-                        emulator.parser.process(&data[skip..]);
-                        emulator.offset = offset + data.len() as u64;
-                    }
-                    Piece::Gap { to, .. } => emulator.offset = emulator.offset.max(to),
-                }
-            }
-        }
-        Ok(())
+        let Emulator { parser, offset, .. } = emulator;
+        self.each_piece(store, offset, target, |data| parser.process(data))
+            .await
     }
 
     /// The current screen, rebuilt by the server-side emulator: the stream

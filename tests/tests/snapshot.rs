@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use paddock_tests::proto::api::OpenSessionRequest;
 use paddock_tests::proto::{ControlToClient, TermSize};
-use paddock_tests::{onlcr, within_for, ControlPlane, StreamClient, StreamOptions};
+use paddock_tests::{onlcr, wait_until, within_for, ControlPlane, StreamClient, StreamOptions};
 
 const WAIT: Duration = Duration::from_secs(30);
 const SIZE: TermSize = TermSize {
@@ -259,17 +259,14 @@ async fn after_long_unwatched_output_the_snapshot_is_still_the_streams_screen() 
             .collect();
         let total = onlcr(format!("{MODES_SET_BYTES}{flood}{}", drawing()).as_bytes()).len() as u64;
         ensure!(total > 3 * 4 * 1024 * 1024, "the stream is only {total} bytes");
-        let mut stored = api.output(sb.id(), session.id, None, None).await?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        while (stored.bytes.len() as u64) < total {
-            ensure!(
-                tokio::time::Instant::now() < deadline,
-                "only {} of {total} bytes stored after 120 s",
-                stored.bytes.len()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            stored = api.output(sb.id(), session.id, None, None).await?;
-        }
+        wait_until("the whole stream stored", Duration::from_secs(120), || async {
+            let last = api
+                .output(sb.id(), session.id, Some(total - 1), None)
+                .await?;
+            Ok((!last.bytes.is_empty()).then_some(()))
+        })
+        .await?;
+        let stored = api.output(sb.id(), session.id, None, None).await?;
         ensure!(
             stored.bytes.len() as u64 == total && stored.gaps.is_empty(),
             "stored {} bytes (gaps {:?}), expected {total}",
